@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libcachenode: the C client library of cachenode.
+ *
+ * One struct cn_client is one connection to one node. It is not thread safe:
+ * use one client per thread (connections are cheap). Every function returns 0
+ * (or a count) on success and a negative errno on failure; after a failure
+ * cn_client_errmsg() says what happened in words. Errors that the node
+ * reported map to errno values through cn_status_to_errno() (proto.h):
+ * -ENOENT missing key, -ENOSPC cache full, -E2BIG over a limit, -EINVAL bad
+ * request, -EALREADY duplicate key in a batch, -EPROTO malformed frame.
+ * Connection-level failures: -ECONNREFUSED, -ECONNRESET (node closed the
+ * connection; the client is unusable afterwards and every call returns
+ * -ENOTCONN), -ETIMEDOUT.
+ *
+ * Buffers passed in belong to the caller; the library never keeps a pointer
+ * past the call that completes the request.
+ */
+#ifndef CACHENODE_CLIENT_H
+#define CACHENODE_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cachenode/proto.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cn_client;
+
+struct cn_client_opts {
+	const char *transport; /* "tcp" (default, NULL) */
+	int timeout_ms;	       /* per blocking I/O step; 0 = 10000 */
+	const char *name;      /* sent in HELLO; NULL = "libcachenode" */
+};
+
+/* What the node said in its HELLO reply. */
+struct cn_node_info {
+	uint16_t version;
+	uint32_t max_keys;
+	uint32_t max_chunk;
+	uint64_t max_frame;
+	uint64_t l1_capacity;
+	char node_id[CN_PROTO_MAX_NAME + 1];
+};
+
+/**
+ * cn_client_connect - connect to a node and exchange HELLO.
+ * @addr: "HOST:PORT" ("[v6addr]:PORT" for IPv6).
+ * @opts: NULL for defaults.
+ * @out: the new client, owned by the caller (cn_client_close()).
+ * Returns 0 or -errno (-EINVAL bad address, -ECONNREFUSED, -ETIMEDOUT,
+ * -EPROTONOSUPPORT if the node speaks another protocol version).
+ */
+int cn_client_connect(const char *addr, const struct cn_client_opts *opts, struct cn_client **out);
+
+/**
+ * cn_client_close - close the connection and free the client; *c becomes
+ * NULL. Accepts NULL and *c == NULL.
+ */
+void cn_client_close(struct cn_client **c);
+
+/** cn_client_errmsg - the last error in words; "" if none. Owned by @c. */
+const char *cn_client_errmsg(const struct cn_client *c);
+
+/** cn_client_node - the node's HELLO information. Owned by @c. */
+const struct cn_node_info *cn_client_node(const struct cn_client *c);
+
+/* ---- synchronous calls ---- */
+
+int cn_client_ping(struct cn_client *c);
+
+/**
+ * cn_client_lookup - how many leading keys of @keys are stored.
+ * @tiers: NULL, or n entries that receive enum cn_tier per key.
+ * Returns 0 and sets *prefix, or -errno.
+ */
+int cn_client_lookup(struct cn_client *c, const struct cn_key *keys, uint32_t n, uint32_t *prefix,
+		     uint8_t *tiers);
+
+/**
+ * cn_client_store - store one chunk. Storing a key that is already stored is
+ * a success (the stored copy is kept; see docs/protocol.md).
+ * Returns 0 or -errno (-ENOSPC, -E2BIG, -EINVAL for len 0).
+ */
+int cn_client_store(struct cn_client *c, const struct cn_key *key, const void *buf, uint32_t len);
+
+/**
+ * cn_client_retrieve - read one chunk into @buf (capacity @cap).
+ * Returns 0 and sets *len, -ENOENT if absent, -ENOBUFS if the chunk is larger
+ * than @cap (then *len is its size and the connection stays usable).
+ */
+int cn_client_retrieve(struct cn_client *c, const struct cn_key *key, void *buf, uint32_t cap,
+		       uint32_t *len);
+
+/** cn_client_delete - remove one key. Returns 0 or -ENOENT / -errno. */
+int cn_client_delete(struct cn_client *c, const struct cn_key *key);
+
+/**
+ * cn_client_status - the node's STATUS document (JSON). *json is a
+ * NUL-terminated string owned by the caller (free()).
+ */
+int cn_client_status(struct cn_client *c, char **json);
+
+/* ---- batches and pipelining ----
+ *
+ * A request describes a whole batch. cn_client_submit() sends it and returns
+ * without waiting; cn_client_wait() completes the oldest outstanding request
+ * (replies come back in order). Up to CN_CLIENT_MAX_DEPTH requests may be
+ * outstanding. The request and every buffer it names must stay valid and
+ * untouched until it has completed.
+ */
+#define CN_CLIENT_MAX_DEPTH 256
+
+struct cn_buf {
+	void *data;   /* STORE: bytes to send; RETRIEVE: where the chunk goes */
+	uint32_t len; /* STORE: in; RETRIEVE: out (the chunk's size) */
+	uint32_t cap; /* RETRIEVE: capacity of data */
+};
+
+struct cn_req {
+	uint8_t op;		   /* CN_OP_LOOKUP, _STORE, _RETRIEVE, _DELETE, _PING */
+	uint32_t nkeys;		   /* 1..max_keys */
+	const struct cn_key *keys; /* nkeys keys */
+	struct cn_buf *bufs;	   /* STORE / RETRIEVE: nkeys buffers */
+	int32_t *status;	   /* STORE / RETRIEVE / DELETE: nkeys enum cn_status, out */
+	uint8_t *tiers;		   /* LOOKUP: NULL or nkeys, out */
+	uint32_t prefix;	   /* LOOKUP: out */
+	int result;		   /* out: 0, or -errno for the request as a whole */
+	void *user;		   /* caller's, untouched */
+	uint64_t req_id;	   /* set by submit */
+};
+
+/**
+ * cn_client_submit - validate and send @req. Returns 0 (the request is now
+ * outstanding), -EINVAL (bad request, nothing sent), -EBUSY (depth reached),
+ * or a connection error.
+ */
+int cn_client_submit(struct cn_client *c, struct cn_req *req);
+
+/**
+ * cn_client_wait - wait for the oldest outstanding request to complete.
+ * @done: receives the completed request (its result, status[], bufs[].len,
+ * prefix are filled in).
+ * Returns 0 (look at (*done)->result), -EAGAIN if nothing is
+ * outstanding, or a connection error (then every outstanding request is
+ * failed with that error and *done is NULL).
+ */
+int cn_client_wait(struct cn_client *c, struct cn_req **done);
+
+/** cn_client_outstanding - number of submitted, not yet completed requests. */
+unsigned cn_client_outstanding(const struct cn_client *c);
+
+/**
+ * cn_client_exec - submit @req and wait for it (nothing else may be
+ * outstanding). Returns req->result or a connection error.
+ */
+int cn_client_exec(struct cn_client *c, struct cn_req *req);
+
+/* ---- keys ---- */
+
+/**
+ * cn_key_parse - a key from text: exactly 64 hex digits are the key's bytes;
+ * any other string is hashed with SHA-256 (its UTF-8 bytes, no terminator).
+ * Returns 0, or -EINVAL for an empty string.
+ */
+int cn_key_parse(const char *text, struct cn_key *out);
+
+/** cn_key_format - 64 lower-case hex digits and a NUL into @out. */
+void cn_key_format(const struct cn_key *key, char out[2 * CN_KEY_LEN + 1]);
+
+/** cn_sha256 - SHA-256 (FIPS 180-4) of @len bytes at @data into @out. */
+void cn_sha256(const void *data, size_t len, uint8_t out[32]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CACHENODE_CLIENT_H */

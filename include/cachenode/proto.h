@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cachenode wire protocol: frame header, opcodes, status codes, limits and
+ * little-endian encoding helpers. docs/protocol.md is the prose version of
+ * this file; the two must agree.
+ *
+ * Every message is a 32-byte header followed by payload_len payload bytes:
+ *
+ *   off size field
+ *     0    4 magic        CN_PROTO_MAGIC ("CNKV" on the wire)
+ *     4    1 version      CN_PROTO_VERSION
+ *     5    1 opcode       enum cn_op
+ *     6    2 flags        CN_F_*
+ *     8    8 req_id       chosen by the requester, echoed in the reply
+ *    16    4 payload_len  bytes after the header
+ *    20    4 status       enum cn_status in replies, 0 in requests
+ *    24    4 reserved     0
+ *    28    4 hdr_crc      CRC32C (Castagnoli) of bytes 0..27
+ *
+ * This header is self-contained (no DPDK, no other project header) so that
+ * engines can use it with the client library alone.
+ */
+#ifndef CACHENODE_PROTO_H
+#define CACHENODE_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CN_PROTO_MAGIC	 0x564b4e43u /* bytes 'C' 'N' 'K' 'V' */
+#define CN_PROTO_VERSION 1
+#define CN_PROTO_HDR_LEN 32
+#define CN_KEY_LEN	 32
+
+/* Limits. A node may announce smaller values in its HELLO reply. */
+#define CN_PROTO_MAX_KEYS	1024u		  /* keys in one request */
+#define CN_PROTO_MAX_CHUNK	(1024u << 20)	  /* hard cap on one chunk: 1 GiB */
+#define CN_PROTO_MAX_FRAME	(2048u << 20)	  /* hard cap on payload_len: 2 GiB */
+#define CN_PROTO_MAX_PING	4096u		  /* PING payload */
+#define CN_PROTO_MAX_NAME	64u		  /* client / node name in HELLO */
+#define CN_PROTO_MAX_ERRMSG	256u		  /* error message payload */
+#define CN_PROTO_BATCH_HDR	8u		  /* u32 count + u32 reserved */
+#define CN_PROTO_STORE_DESC	40u		  /* key[32] + u32 len + u32 reserved */
+#define CN_PROTO_RETR_DESC	8u		  /* i32 status + u32 len */
+
+/* Flags. */
+#define CN_F_RESPONSE 0x0001u /* set on every reply */
+#define CN_F_CLOSE    0x0002u /* reply: the node closes the connection after this frame */
+
+struct cn_key {
+	uint8_t b[CN_KEY_LEN];
+};
+
+/*
+ * Opcodes. Payloads (all integers little-endian):
+ *
+ * HELLO    req: u16 ver_min, u16 ver_max, u16 name_len, u16 0, name
+ *          rep: u16 version, u16 node_id_len, u32 max_keys, u32 max_chunk,
+ *               u32 0, u64 max_frame, u64 l1_capacity, node_id
+ * PING     req: up to CN_PROTO_MAX_PING bytes; rep: the same bytes
+ * LOOKUP   req: u32 n, u32 0, key[n]
+ *          rep: u32 n, u32 prefix, u8 tier[n] (enum cn_tier; 0 from the
+ *               first absent key on: prefix semantics)
+ * STORE    req: u32 n, u32 0, n x {key[32], u32 len, u32 0}, then the n
+ *               payloads back to back in the same order
+ *          rep: u32 n, u32 0, i32 status[n]
+ * RETRIEVE req: u32 n, u32 0, key[n]
+ *          rep: u32 n, u32 0, n x {i32 status, u32 len}, then the payloads
+ *               of the keys with status CN_OK, back to back, in order
+ * DELETE   req: u32 n, u32 0, key[n]
+ *          rep: u32 n, u32 0, i32 status[n]
+ * STATUS   req: empty; rep: a JSON document (UTF-8, not NUL-terminated)
+ * ERROR    rep only: sent with the request's req_id (0 if unknown) when the
+ *          header itself is unusable; payload = message; CN_F_CLOSE set.
+ *
+ * A request-level error (bad batch, limit exceeded) is a reply with the
+ * request's opcode, status != CN_OK and the message as payload; the request's
+ * payload is skipped and the connection stays open.
+ */
+enum cn_op {
+	CN_OP_HELLO = 1,
+	CN_OP_PING = 2,
+	CN_OP_LOOKUP = 3,
+	CN_OP_STORE = 4,
+	CN_OP_RETRIEVE = 5,
+	CN_OP_DELETE = 6,
+	CN_OP_STATUS = 7,
+	CN_OP_ERROR = 127,
+};
+
+/* Where a key lives, in LOOKUP replies. */
+enum cn_tier {
+	CN_TIER_NONE = 0,
+	CN_TIER_L1 = 1,
+	CN_TIER_L2 = 2,
+	CN_TIER_GPU = 3,
+};
+
+/* Wire status codes: stable numbers, independent of the host's errno values. */
+#define CN_STATUS_TABLE(X)                                                                   \
+	X(CN_OK, 0, 0, "ok")                                                                 \
+	X(CN_E_INVAL, 1, EINVAL, "invalid request")                                          \
+	X(CN_E_NOENT, 2, ENOENT, "no such key")                                              \
+	X(CN_E_NOSPC, 3, ENOSPC, "no space in the cache (pool full or all chunks pinned)")  \
+	X(CN_E_TOOBIG, 4, E2BIG, "over a protocol or node limit")                            \
+	X(CN_E_PROTO, 5, EPROTO, "malformed frame")                                          \
+	X(CN_E_DUP, 6, EALREADY, "duplicate key in batch")                                   \
+	X(CN_E_EXIST, 7, EEXIST, "key already stored (payload ignored, stored copy kept)")  \
+	X(CN_E_VERSION, 8, EPROTONOSUPPORT, "protocol version not supported")                \
+	X(CN_E_OPCODE, 9, EOPNOTSUPP, "unknown opcode")                                      \
+	X(CN_E_BUSY, 10, EBUSY, "node busy")                                                 \
+	X(CN_E_SHUTDOWN, 11, ESHUTDOWN, "node shutting down")                                \
+	X(CN_E_INTERNAL, 12, EIO, "internal error")
+
+enum cn_status {
+#define X(name, val, err, msg) name = val,
+	CN_STATUS_TABLE(X)
+#undef X
+};
+
+/* Decoded header (host order). */
+struct cn_proto_hdr {
+	uint32_t magic;
+	uint8_t version;
+	uint8_t opcode;
+	uint16_t flags;
+	uint64_t req_id;
+	uint32_t payload_len;
+	int32_t status;
+	uint32_t reserved;
+	uint32_t hdr_crc;
+};
+
+/* Little-endian field access on unaligned byte buffers. */
+static inline void cn_put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void cn_put_le32(uint8_t *p, uint32_t v)
+{
+	cn_put_le16(p, (uint16_t)v);
+	cn_put_le16(p + 2, (uint16_t)(v >> 16));
+}
+
+static inline void cn_put_le64(uint8_t *p, uint64_t v)
+{
+	cn_put_le32(p, (uint32_t)v);
+	cn_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint16_t cn_get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t cn_get_le32(const uint8_t *p)
+{
+	return (uint32_t)cn_get_le16(p) | ((uint32_t)cn_get_le16(p + 2) << 16);
+}
+
+static inline uint64_t cn_get_le64(const uint8_t *p)
+{
+	return (uint64_t)cn_get_le32(p) | ((uint64_t)cn_get_le32(p + 4) << 32);
+}
+
+/**
+ * cn_crc32c - CRC32C (Castagnoli, reflected, init/xorout 0xffffffff).
+ * @crc: 0 for a new computation, or a previous result to continue.
+ * Returns the checksum. cn_crc32c(0, "123456789", 9) == 0xe3069283.
+ */
+uint32_t cn_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/**
+ * cn_proto_hdr_encode - write @h to @out, computing hdr_crc (h->hdr_crc is
+ * ignored). magic/version are taken from @h as given.
+ */
+void cn_proto_hdr_encode(const struct cn_proto_hdr *h, uint8_t out[CN_PROTO_HDR_LEN]);
+
+/**
+ * cn_proto_hdr_init - fill @h for a new frame of this protocol version.
+ */
+void cn_proto_hdr_init(struct cn_proto_hdr *h, uint8_t opcode, uint16_t flags, uint64_t req_id,
+		       uint32_t payload_len, int32_t status);
+
+/**
+ * cn_proto_hdr_decode - parse and check a header.
+ * Returns CN_OK, CN_E_PROTO (bad magic, bad checksum, non-zero reserved),
+ * CN_E_VERSION (good header of another version) or CN_E_TOOBIG
+ * (payload_len over CN_PROTO_MAX_FRAME). @h is filled in every case where the
+ * magic matched, so the caller can echo req_id.
+ */
+enum cn_status cn_proto_hdr_decode(const uint8_t in[CN_PROTO_HDR_LEN], struct cn_proto_hdr *h);
+
+/** cn_status_str - a short English description; never NULL. */
+const char *cn_status_str(int32_t status);
+
+/** cn_status_name - "CN_E_NOSPC" etc.; "CN_E_UNKNOWN" for other values. */
+const char *cn_status_name(int32_t status);
+
+/** cn_status_to_errno - the positive errno for a status (EIO for unknown ones). */
+int cn_status_to_errno(int32_t status);
+
+/** cn_status_from_errno - the status for a positive or negative errno. */
+enum cn_status cn_status_from_errno(int err);
+
+/** cn_op_name - "store" etc.; "unknown" for other values. */
+const char *cn_op_name(uint8_t op);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CACHENODE_PROTO_H */

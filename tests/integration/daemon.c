@@ -1,0 +1,1 @@
+/* placeholder, replaced by the real module */ typedef int cn_placeholder_daemon;

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Transports: one ops table, several backends (tcp, loopback; verbs later).
+ *
+ * A transport moves bytes; it knows nothing of frames or of the engine. On the
+ * server side it drives a *session* (struct cn_session_ops, implemented by the
+ * node's protocol state machine) through a sans-I/O interface: the session
+ * says where the next received bytes must land (its header buffer, or straight
+ * into a reserved L1 slab) and which bytes to send next (iovecs that may point
+ * into pinned slabs), and the transport does the I/O. On the client side it
+ * offers blocking connect / sendv / recv used by the client library.
+ *
+ * The transport library depends on no DPDK and no other module of ours but
+ * the wire protocol helpers, so the client library can link it alone.
+ */
+#ifndef CN_TRANSPORT_H
+#define CN_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "cn_metrics.h"
+
+struct cn_server;
+struct cn_tconn;
+
+/*
+ * The server-side protocol session, one per connection. All calls for one
+ * session come from the worker that owns the connection, one at a time.
+ */
+struct cn_session_ops {
+	/*
+	 * A connection was accepted on @worker. @peer is "host:port" text.
+	 * Returns the session (owned by the session module until close()) or
+	 * NULL to refuse the connection (it is closed at once).
+	 */
+	void *(*open)(void *arg, unsigned worker, const char *peer);
+	/*
+	 * Where the next received bytes go: up to *len bytes at *buf. *len is
+	 * never 0 while the session is reading.
+	 */
+	void (*rx_buf)(void *sess, void **buf, size_t *len);
+	/*
+	 * @n bytes (1..len) were written at the last rx_buf() place. Returns 0,
+	 * or -errno when the peer broke the protocol: the transport then stops
+	 * reading, sends what tx_iov() still yields, and closes.
+	 */
+	int (*rx_done)(void *sess, size_t n);
+	/* true while the session wants no input (output backlog, draining). */
+	bool (*rx_paused)(void *sess);
+	/* Fill up to @max iovecs with pending output; returns the count (0: none). */
+	int (*tx_iov)(void *sess, struct iovec *iov, int max);
+	/* @n bytes of what tx_iov() offered were sent. */
+	void (*tx_done)(void *sess, size_t n);
+	/*
+	 * The connection is gone (peer closed, I/O error, protocol error after
+	 * flushing, or server shutdown). @err is 0 for an orderly close by the
+	 * peer, else -errno. The session releases everything it holds (partly
+	 * received chunks are aborted, pinned chunks unpinned) and is freed.
+	 */
+	void (*close)(void *sess, int err);
+	/*
+	 * true when the session has no request in progress (between frames,
+	 * nothing queued to send): the point where a draining server may close
+	 * the connection without cutting a request in half.
+	 */
+	bool (*idle)(void *sess);
+};
+
+/* Per-worker transport counters. */
+#define CN_TRANSPORT_METRICS(X)                                                        \
+	X(conns_accepted, COUNTER, "connections accepted")                             \
+	X(conns_refused, COUNTER, "connections refused (limit or session refused)")    \
+	X(conns_closed, COUNTER, "connections closed")                                 \
+	X(conns_open, GAUGE, "connections open now")                                   \
+	X(conn_errors, COUNTER, "connections ended by an I/O or protocol error")        \
+	X(bytes_rx, COUNTER, "bytes received")                                         \
+	X(bytes_tx, COUNTER, "bytes sent")                                             \
+	X(rx_calls, COUNTER, "receive system calls that returned data")                \
+	X(tx_calls, COUNTER, "send system calls that sent data")                       \
+	X(wakeups, COUNTER, "event-loop wake-ups")
+
+struct cn_transport_stats {
+	CN_TRANSPORT_METRICS(CN_METRIC_FIELD)
+} CN_CACHE_ALIGNED;
+
+extern const struct cn_metric_desc cn_transport_metric_desc[];
+extern const unsigned cn_transport_metric_count;
+
+struct cn_server_cfg {
+	const char *listen;	      /* "HOST:PORT"; port 0 picks a free port */
+	unsigned nworkers;	      /* 1..CN_MAX_CORES-1; each runs server_run() */
+	unsigned max_conns;	      /* per worker; 0 = 4096 */
+	const struct cn_session_ops *sess;
+	void *sess_arg;		      /* passed to sess->open() */
+	struct cn_transport_stats *stats; /* nworkers structs, owned by the caller */
+};
+
+struct cn_connect_cfg {
+	const char *addr;   /* "HOST:PORT" (tcp) */
+	int timeout_ms;	    /* connect and each blocking I/O; <= 0 = no limit */
+	struct cn_server *server; /* loopback only: the in-process server to join */
+};
+
+struct cn_transport_ops {
+	const char *name;
+
+	/* ---- server ---- */
+	/* Bind and listen. *out is owned by the caller (server_destroy()). */
+	int (*server_create)(const struct cn_server_cfg *cfg, struct cn_server **out);
+	/* The bound address as "HOST:PORT" (useful after port 0). */
+	const char *(*server_addr)(const struct cn_server *srv);
+	/*
+	 * Run worker @worker's event loop on the calling thread until
+	 * server_stop(). It blocks when idle (no busy polling). Returns 0 after
+	 * a stop, -errno on a fatal error.
+	 */
+	int (*server_run)(struct cn_server *srv, unsigned worker);
+	/*
+	 * Ask every worker to stop: listeners close at once, each connection is
+	 * closed as soon as its session is idle (or after @grace_ms), then
+	 * server_run() returns. Async-signal-unsafe but thread safe.
+	 */
+	void (*server_stop)(struct cn_server *srv, int grace_ms);
+	/* Free everything; server_run() must have returned on every worker. */
+	void (*server_destroy)(struct cn_server **srv);
+
+	/* ---- client ---- */
+	/* Connect. *out is owned by the caller (close()). */
+	int (*connect)(const struct cn_connect_cfg *cfg, struct cn_tconn **out);
+	/* Send every byte of @iov or fail: 0 or -errno (-ETIMEDOUT, -ECONNRESET). */
+	int (*sendv)(struct cn_tconn *c, const struct iovec *iov, int iovcnt);
+	/* Receive exactly @len bytes: 0, -ECONNRESET (closed early), -ETIMEDOUT. */
+	int (*recv)(struct cn_tconn *c, void *buf, size_t len);
+	/* Close and free; *c becomes NULL; accepts NULL. */
+	void (*close)(struct cn_tconn **c);
+};
+
+extern const struct cn_transport_ops cn_tcp_ops;
+extern const struct cn_transport_ops cn_loopback_ops;
+
+/* The ops table for "tcp" / "loopback"; NULL for an unknown name. */
+const struct cn_transport_ops *cn_transport_find(const char *name);
+
+/*
+ * cn_parse_hostport - split "HOST:PORT" / "[V6]:PORT" into @host (size
+ * @hostlen) and *port. Returns 0 or -EINVAL.
+ */
+int cn_parse_hostport(const char *addr, char *host, size_t hostlen, uint16_t *port);
+
+#endif /* CN_TRANSPORT_H */
