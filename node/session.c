@@ -1,1 +1,852 @@
-/* placeholder, replaced by the real module */ typedef int cn_placeholder_session;
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Protocol session: see cn_session.h for the contract.
+ *
+ * Input goes through a staging buffer (rxb) while the session parses headers
+ * and batch descriptors; once a STORE's payload starts and the staging buffer
+ * is empty, rx_buf() points the transport straight at the reserved slab, so
+ * payload bytes are copied at most once (only the few that arrived in the
+ * same read as the header). Output is a FIFO of replies, each a short list
+ * of iovecs (header, meta, then pinned slabs for RETRIEVE).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cn_session.h"
+
+#define RXB_SIZE	(64u << 10) /* > the largest meta block (8 + 1024 * 40) */
+#define DISCARD_SIZE	(64u << 10)
+#define TX_PAUSE_BYTES	(32u << 20) /* stop reading past this much queued output... */
+#define TX_PAUSE_ENTS	512u	    /* ...or this many queued replies */
+
+const struct cn_metric_desc cn_session_metric_desc[] = {CN_SESSION_METRICS(CN_METRIC_DESC)};
+const unsigned cn_session_metric_count = 0 CN_SESSION_METRICS(CN_METRIC_COUNT);
+
+enum rx_state {
+	RX_HDR,	    /* want a frame header */
+	RX_META,    /* want meta_need bytes of the payload in rxb */
+	RX_PAYLOAD, /* STORE payloads, item by item */
+	RX_SKIP,    /* discard the rest of a refused request */
+	RX_DEAD,    /* fatal error queued: read nothing more */
+};
+
+struct store_item {
+	struct cn_key key;
+	uint32_t len;
+	int32_t status;
+	bool reserved;
+	struct cn_l1_ref ref;
+};
+
+struct tx_ent {
+	struct tx_ent *next;
+	size_t total;	 /* bytes in iov[] */
+	size_t sent;
+	unsigned niov;
+	unsigned nrefs;	 /* pinned chunks to unpin once sent */
+	uint8_t hdr[CN_PROTO_HDR_LEN];
+	uint8_t *meta;	 /* points into the allocation */
+	struct cn_l1_ref *refs;
+	struct iovec *iov;
+};
+
+struct sess {
+	struct cn_session_ctx *ctx;
+	struct cn_session_stats *st;
+	unsigned core;
+	char peer[64];
+
+	enum rx_state state;
+	struct cn_proto_hdr hdr;
+	uint32_t meta_need;
+	uint8_t *rxb;
+	uint32_t rx_off, rx_len; /* unconsumed bytes are rxb[rx_off, rx_len) */
+	bool rx_direct;		 /* last rx_buf() pointed outside rxb */
+	uint64_t skip_left;
+	uint8_t *discard;
+
+	/* STORE in progress */
+	struct store_item *items;
+	uint32_t items_cap, nitems, cur, cur_off;
+
+	struct tx_ent *tx_head, *tx_tail;
+	size_t tx_bytes;
+	unsigned tx_ents;
+};
+
+static void sess_process(struct sess *s);
+
+/* ---- output ---- */
+
+static struct tx_ent *tx_alloc(uint32_t meta_len, unsigned nrefs)
+{
+	unsigned niov = 2 + nrefs;
+	size_t sz = sizeof(struct tx_ent) + niov * sizeof(struct iovec) +
+		    nrefs * sizeof(struct cn_l1_ref) + meta_len;
+	struct tx_ent *e = malloc(sz);
+
+	if (e == NULL)
+		return NULL;
+	memset(e, 0, sizeof(*e));
+	e->iov = (struct iovec *)(e + 1);
+	e->refs = (struct cn_l1_ref *)(e->iov + niov);
+	e->meta = (uint8_t *)(e->refs + nrefs);
+	return e;
+}
+
+static void tx_push(struct sess *s, struct tx_ent *e, uint8_t op, uint16_t flags, int32_t status,
+		    uint32_t meta_len)
+{
+	struct cn_proto_hdr h;
+	uint64_t body = meta_len;
+
+	e->iov[0] = (struct iovec){e->hdr, CN_PROTO_HDR_LEN};
+	e->iov[1] = (struct iovec){e->meta, meta_len};
+	e->niov = 2;
+	for (unsigned i = 0; i < e->nrefs; i++) {
+		e->iov[e->niov++] = (struct iovec){e->refs[i].data, e->refs[i].len};
+		body += e->refs[i].len;
+	}
+	cn_proto_hdr_init(&h, op, (uint16_t)(flags | CN_F_RESPONSE), s->hdr.req_id, (uint32_t)body,
+			  status);
+	cn_proto_hdr_encode(&h, e->hdr);
+	e->total = CN_PROTO_HDR_LEN + body;
+	if (s->tx_tail)
+		s->tx_tail->next = e;
+	else
+		s->tx_head = e;
+	s->tx_tail = e;
+	s->tx_bytes += e->total;
+	s->tx_ents++;
+}
+
+static void tx_free(struct sess *s, struct tx_ent *e)
+{
+	for (unsigned i = 0; i < e->nrefs; i++)
+		cn_engine_unpin(s->ctx->engine, s->core, &e->refs[i]);
+	free(e);
+}
+
+/*
+ * Queue a reply that carries only a message: a request-level error, or with
+ * CN_F_CLOSE a fatal one. If even that allocation fails the connection is
+ * closed without a reply (returns -ENOMEM).
+ */
+static int reply_msg(struct sess *s, uint8_t op, uint16_t flags, int32_t status, const char *fmt,
+		     ...) __attribute__((format(printf, 5, 6)));
+static int reply_msg(struct sess *s, uint8_t op, uint16_t flags, int32_t status, const char *fmt,
+		     ...)
+{
+	char msg[CN_PROTO_MAX_ERRMSG];
+	struct tx_ent *e;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	e = tx_alloc((uint32_t)n, 0);
+	if (e == NULL)
+		return -ENOMEM;
+	memcpy(e->meta, msg, (size_t)n);
+	tx_push(s, e, op, flags, status, (uint32_t)n);
+	return 0;
+}
+
+/* A request-level error: reply, then skip what is left of the request's payload. */
+static void req_error(struct sess *s, uint64_t consumed, int32_t status, const char *what)
+{
+	CN_STAT_INC(s->st, req_errors);
+	if (reply_msg(s, s->hdr.opcode, 0, status, "%s: %s: %s", cn_op_name(s->hdr.opcode), what,
+		      cn_status_str(status)) < 0) {
+		s->state = RX_DEAD;
+		return;
+	}
+	s->skip_left = s->hdr.payload_len - consumed;
+	s->state = s->skip_left ? RX_SKIP : RX_HDR;
+}
+
+/* A fatal error: queue an ERROR frame with CN_F_CLOSE and stop reading. */
+static int fatal(struct sess *s, int32_t status, const char *what)
+{
+	CN_STAT_INC(s->st, frames_bad);
+	reply_msg(s, CN_OP_ERROR, CN_F_CLOSE, status, "%s: %s (closing connection)", what,
+		  cn_status_str(status));
+	s->state = RX_DEAD;
+	return -EPROTO;
+}
+
+/* ---- requests ---- */
+
+static void do_hello(struct sess *s, const uint8_t *p)
+{
+	const char *id = s->ctx->node_id;
+	size_t idlen = strnlen(id, CN_PROTO_MAX_NAME);
+	struct cn_l1_info info;
+	struct tx_ent *e;
+	uint16_t vmin = cn_get_le16(p), vmax = cn_get_le16(p + 2);
+	uint16_t nlen = cn_get_le16(p + 4);
+
+	CN_STAT_INC(s->st, hello_reqs);
+	if (8u + nlen != s->hdr.payload_len || nlen > CN_PROTO_MAX_NAME) {
+		req_error(s, s->hdr.payload_len, CN_E_INVAL, "name length does not match the frame");
+		return;
+	}
+	if (vmin > CN_PROTO_VERSION || vmax < CN_PROTO_VERSION) {
+		req_error(s, s->hdr.payload_len, CN_E_VERSION, "this node speaks version 1");
+		return;
+	}
+	cn_l1_get_info(cn_engine_l1(s->ctx->engine), &info);
+	e = tx_alloc((uint32_t)(32 + idlen), 0);
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return;
+	}
+	cn_put_le16(e->meta + 0, CN_PROTO_VERSION);
+	cn_put_le16(e->meta + 2, (uint16_t)idlen);
+	cn_put_le32(e->meta + 4, s->ctx->max_keys);
+	cn_put_le32(e->meta + 8, (uint32_t)cn_engine_max_chunk(s->ctx->engine));
+	cn_put_le32(e->meta + 12, 0);
+	cn_put_le64(e->meta + 16, s->ctx->max_frame);
+	cn_put_le64(e->meta + 24, info.capacity);
+	memcpy(e->meta + 32, id, idlen);
+	tx_push(s, e, CN_OP_HELLO, 0, CN_OK, (uint32_t)(32 + idlen));
+	s->state = RX_HDR;
+}
+
+static void do_ping(struct sess *s, const uint8_t *p)
+{
+	struct tx_ent *e = tx_alloc(s->hdr.payload_len, 0);
+
+	CN_STAT_INC(s->st, ping_reqs);
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return;
+	}
+	memcpy(e->meta, p, s->hdr.payload_len);
+	tx_push(s, e, CN_OP_PING, 0, CN_OK, s->hdr.payload_len);
+	s->state = RX_HDR;
+}
+
+static void do_status(struct sess *s)
+{
+	size_t len = 0;
+	char *json;
+	struct tx_ent *e;
+
+	CN_STAT_INC(s->st, status_reqs);
+	json = s->ctx->status_json ? s->ctx->status_json(s->ctx->status_arg, &len) : NULL;
+	if (json == NULL) {
+		req_error(s, 0, CN_E_INTERNAL, "status unavailable");
+		return;
+	}
+	e = tx_alloc((uint32_t)len, 0);
+	if (e == NULL) {
+		free(json);
+		s->state = RX_DEAD;
+		return;
+	}
+	memcpy(e->meta, json, len);
+	free(json);
+	tx_push(s, e, CN_OP_STATUS, 0, CN_OK, (uint32_t)len);
+	s->state = RX_HDR;
+}
+
+static void do_lookup(struct sess *s, uint32_t n, const struct cn_key *keys)
+{
+	struct tx_ent *e = tx_alloc(8 + n, 0);
+	uint32_t prefix = 0;
+
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return;
+	}
+	cn_engine_lookup(s->ctx->engine, s->core, keys, n, &prefix, e->meta + 8);
+	cn_put_le32(e->meta, n);
+	cn_put_le32(e->meta + 4, prefix);
+	CN_STAT_INC(s->st, lookup_reqs);
+	CN_STAT_ADD(s->st, lookup_keys, n);
+	CN_STAT_ADD(s->st, lookup_prefix_keys, prefix);
+	tx_push(s, e, CN_OP_LOOKUP, 0, CN_OK, 8 + n);
+	s->state = RX_HDR;
+}
+
+static void do_retrieve(struct sess *s, uint32_t n, const struct cn_key *keys)
+{
+	struct tx_ent *e = tx_alloc(8 + 8 * n, n);
+	uint64_t body = 8 + 8ull * n;
+	uint32_t hits = 0;
+
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return;
+	}
+	cn_put_le32(e->meta, n);
+	cn_put_le32(e->meta + 4, 0);
+	for (uint32_t i = 0; i < n; i++) {
+		struct cn_l1_ref ref;
+		int r = cn_engine_retrieve_pin(s->ctx->engine, s->core, &keys[i], &ref);
+		uint8_t *d = e->meta + 8 + 8 * i;
+
+		if (r == 0 && body + ref.len > s->ctx->max_frame) {
+			cn_engine_unpin(s->ctx->engine, s->core, &ref);
+			r = -E2BIG;
+		}
+		if (r == 0) {
+			e->refs[e->nrefs++] = ref;
+			body += ref.len;
+			hits++;
+		}
+		cn_put_le32(d, (uint32_t)(r == 0 ? CN_OK : cn_status_from_errno(r)));
+		cn_put_le32(d + 4, r == 0 ? ref.len : 0);
+	}
+	CN_STAT_INC(s->st, retrieve_reqs);
+	CN_STAT_ADD(s->st, retrieve_keys, n);
+	CN_STAT_ADD(s->st, retrieve_hits, hits);
+	CN_STAT_ADD(s->st, retrieve_bytes, body - 8 - 8ull * n);
+	tx_push(s, e, CN_OP_RETRIEVE, 0, CN_OK, 8 + 8 * n);
+	s->state = RX_HDR;
+}
+
+static void do_delete(struct sess *s, uint32_t n, const struct cn_key *keys)
+{
+	struct tx_ent *e = tx_alloc(8 + 4 * n, 0);
+	uint32_t done = 0;
+
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return;
+	}
+	cn_put_le32(e->meta, n);
+	cn_put_le32(e->meta + 4, 0);
+	for (uint32_t i = 0; i < n; i++) {
+		int r = cn_engine_delete(s->ctx->engine, s->core, &keys[i]);
+		cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)cn_status_from_errno(r));
+		done += r == 0;
+	}
+	CN_STAT_INC(s->st, delete_reqs);
+	CN_STAT_ADD(s->st, delete_keys, done);
+	tx_push(s, e, CN_OP_DELETE, 0, CN_OK, 8 + 4 * n);
+	s->state = RX_HDR;
+}
+
+static int cmp_key_idx(const void *a, const void *b, void *arg)
+{
+	const struct store_item *it = arg;
+	return memcmp(&it[*(const uint32_t *)a].key, &it[*(const uint32_t *)b].key, CN_KEY_LEN);
+}
+
+/* true if two items share a key (n <= max_keys: sort an index array). */
+static bool store_has_dup(struct sess *s)
+{
+	uint32_t idx[CN_PROTO_MAX_KEYS];
+
+	for (uint32_t i = 0; i < s->nitems; i++)
+		idx[i] = i;
+	qsort_r(idx, s->nitems, sizeof(idx[0]), cmp_key_idx, s->items);
+	for (uint32_t i = 1; i < s->nitems; i++)
+		if (memcmp(&s->items[idx[i - 1]].key, &s->items[idx[i]].key, CN_KEY_LEN) == 0)
+			return true;
+	return false;
+}
+
+/* STORE descriptors are in; validate them all, then reserve slabs. */
+static void store_begin(struct sess *s, const uint8_t *p)
+{
+	uint64_t sum = 0;
+	uint64_t max_chunk = cn_engine_max_chunk(s->ctx->engine);
+	uint32_t meta = CN_PROTO_BATCH_HDR + s->nitems * CN_PROTO_STORE_DESC;
+
+	for (uint32_t i = 0; i < s->nitems; i++) {
+		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * CN_PROTO_STORE_DESC;
+		struct store_item *it = &s->items[i];
+
+		memcpy(&it->key, d, CN_KEY_LEN);
+		it->len = cn_get_le32(d + 32);
+		it->reserved = false;
+		it->status = CN_OK;
+		sum += it->len;
+		if (it->len == 0) {
+			req_error(s, meta, CN_E_INVAL, "zero-length chunk in batch");
+			return;
+		}
+		if (it->len > max_chunk) {
+			req_error(s, meta, CN_E_TOOBIG, "chunk larger than the node's max chunk");
+			return;
+		}
+	}
+	if (meta + sum != s->hdr.payload_len) {
+		req_error(s, meta, CN_E_INVAL, "chunk lengths do not add up to the frame length");
+		return;
+	}
+	if (store_has_dup(s)) {
+		req_error(s, meta, CN_E_DUP, "duplicate key in batch");
+		return;
+	}
+	CN_STAT_INC(s->st, store_reqs);
+	CN_STAT_ADD(s->st, store_keys, s->nitems);
+	for (uint32_t i = 0; i < s->nitems; i++) {
+		struct store_item *it = &s->items[i];
+		int r = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len, &it->ref);
+
+		if (r == 0)
+			it->reserved = true;
+		else
+			it->status = cn_status_from_errno(r);
+	}
+	s->cur = 0;
+	s->cur_off = 0;
+	s->state = RX_PAYLOAD;
+}
+
+/* Every payload byte is in: commit, reply. */
+static void store_finish(struct sess *s)
+{
+	uint32_t n = s->nitems;
+	struct tx_ent *e = tx_alloc(8 + 4 * n, 0);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct store_item *it = &s->items[i];
+
+		if (it->reserved) {
+			int r = cn_engine_store_commit(s->ctx->engine, s->core, &it->ref);
+			it->reserved = false;
+			it->status = r == 0 ? CN_OK : cn_status_from_errno(r);
+		}
+		if (it->status == CN_OK) {
+			CN_STAT_INC(s->st, store_ok);
+			CN_STAT_ADD(s->st, store_bytes, it->len);
+		} else {
+			CN_STAT_INC(s->st, store_failed);
+		}
+		if (e)
+			cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)it->status);
+	}
+	s->nitems = 0;
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return;
+	}
+	cn_put_le32(e->meta, n);
+	cn_put_le32(e->meta + 4, 0);
+	tx_push(s, e, CN_OP_STORE, 0, CN_OK, 8 + 4 * n);
+	s->state = RX_HDR;
+}
+
+/* Abort every chunk still reserved (connection lost mid-payload). */
+static void store_abort_all(struct sess *s)
+{
+	for (uint32_t i = 0; i < s->nitems; i++) {
+		if (s->items[i].reserved) {
+			cn_engine_store_abort(s->ctx->engine, s->core, &s->items[i].ref);
+			s->items[i].reserved = false;
+			CN_STAT_INC(s->st, store_discarded);
+		}
+	}
+	s->nitems = 0;
+}
+
+/* Advance the current STORE item by @n payload bytes (already placed). */
+static void store_advance(struct sess *s, uint32_t n)
+{
+	s->cur_off += n;
+	while (s->cur < s->nitems && s->cur_off == s->items[s->cur].len) {
+		s->cur++;
+		s->cur_off = 0;
+	}
+	if (s->cur == s->nitems)
+		store_finish(s);
+}
+
+/* Where the current STORE item's next bytes go: its slab, or the discard buffer. */
+static uint8_t *store_target(struct sess *s, uint32_t *room)
+{
+	struct store_item *it = &s->items[s->cur];
+	uint32_t left = it->len - s->cur_off;
+
+	if (it->reserved) {
+		*room = left;
+		return (uint8_t *)it->ref.data + s->cur_off;
+	}
+	*room = left < DISCARD_SIZE ? left : DISCARD_SIZE;
+	return s->discard;
+}
+
+/*
+ * A header is in. Decide what the payload is: meta to collect, a refusal to
+ * skip, or a fatal error. Per-op payload bounds are checked here so that no
+ * request can make the session buffer more than RXB_SIZE bytes.
+ */
+static int on_header(struct sess *s, const uint8_t *raw)
+{
+	enum cn_status st = cn_proto_hdr_decode(raw, &s->hdr);
+	uint32_t plen;
+	uint32_t keys_max = 8 + s->ctx->max_keys * CN_KEY_LEN;
+
+	if (st != CN_OK) {
+		if (s->hdr.magic != CN_PROTO_MAGIC)
+			s->hdr.req_id = 0;
+		return fatal(s, st, st == CN_E_VERSION ? "unsupported protocol version"
+			     : st == CN_E_TOOBIG	  ? "frame length over the limit"
+							  : "bad frame header");
+	}
+	if (s->hdr.flags & CN_F_RESPONSE)
+		return fatal(s, CN_E_PROTO, "reply frame sent to the node");
+	CN_STAT_INC(s->st, frames_rx);
+	plen = s->hdr.payload_len;
+	if (plen > s->ctx->max_frame)
+		return fatal(s, CN_E_TOOBIG, "frame length over the node's limit");
+	switch (s->hdr.opcode) {
+	case CN_OP_HELLO:
+		if (plen < 8 || plen > 8 + CN_PROTO_MAX_NAME)
+			return fatal(s, CN_E_TOOBIG, "HELLO payload length out of range");
+		s->meta_need = plen;
+		break;
+	case CN_OP_PING:
+		if (plen > CN_PROTO_MAX_PING)
+			return fatal(s, CN_E_TOOBIG, "PING payload over 4096 bytes");
+		s->meta_need = plen;
+		break;
+	case CN_OP_STATUS:
+		if (plen != 0)
+			return fatal(s, CN_E_TOOBIG, "STATUS takes no payload");
+		s->meta_need = 0;
+		break;
+	case CN_OP_LOOKUP:
+	case CN_OP_RETRIEVE:
+	case CN_OP_DELETE:
+		if (plen > keys_max)
+			return fatal(s, CN_E_TOOBIG, "key batch over the node's max keys");
+		s->meta_need = plen;
+		break;
+	case CN_OP_STORE:
+		s->meta_need = CN_PROTO_BATCH_HDR; /* the count first, then the descriptors */
+		s->nitems = 0;
+		break;
+	default:
+		req_error(s, 0, CN_E_OPCODE, "unknown opcode");
+		return 0;
+	}
+	s->state = RX_META;
+	return 0;
+}
+
+/* Check a key batch (LOOKUP/RETRIEVE/DELETE) and run it. */
+static void on_key_batch(struct sess *s, const uint8_t *p)
+{
+	uint32_t plen = s->hdr.payload_len;
+	uint32_t n = plen >= 8 ? cn_get_le32(p) : 0;
+	const struct cn_key *keys = (const struct cn_key *)(p + 8);
+
+	if (plen < 8 || n == 0 || n > s->ctx->max_keys || plen != 8 + n * CN_KEY_LEN) {
+		req_error(s, plen, n > s->ctx->max_keys ? CN_E_TOOBIG : CN_E_INVAL,
+			  "key count does not match the frame (or is 0)");
+		return;
+	}
+	switch (s->hdr.opcode) {
+	case CN_OP_LOOKUP:
+		do_lookup(s, n, keys);
+		break;
+	case CN_OP_RETRIEVE:
+		do_retrieve(s, n, keys);
+		break;
+	default:
+		do_delete(s, n, keys);
+		break;
+	}
+}
+
+/* meta_need bytes of payload are at @p. */
+static void on_meta(struct sess *s, const uint8_t *p)
+{
+	switch (s->hdr.opcode) {
+	case CN_OP_HELLO:
+		do_hello(s, p);
+		return;
+	case CN_OP_PING:
+		do_ping(s, p);
+		return;
+	case CN_OP_STATUS:
+		do_status(s);
+		return;
+	case CN_OP_STORE:
+		break;
+	default:
+		on_key_batch(s, p);
+		return;
+	}
+	if (s->meta_need == CN_PROTO_BATCH_HDR) {
+		uint32_t n = cn_get_le32(p);
+		uint64_t need = CN_PROTO_BATCH_HDR + (uint64_t)n * CN_PROTO_STORE_DESC;
+
+		if (n == 0 || n > s->ctx->max_keys || need > s->hdr.payload_len) {
+			req_error(s, CN_PROTO_BATCH_HDR,
+				  n > s->ctx->max_keys ? CN_E_TOOBIG : CN_E_INVAL,
+				  "chunk count is 0, over max keys, or larger than the frame");
+			return;
+		}
+		if (n > s->items_cap) {
+			struct store_item *it = realloc(s->items, n * sizeof(*it));
+			if (it == NULL) {
+				req_error(s, CN_PROTO_BATCH_HDR, CN_E_BUSY, "out of memory");
+				return;
+			}
+			s->items = it;
+			s->items_cap = n;
+		}
+		s->nitems = n;
+		s->meta_need = (uint32_t)need; /* stay in RX_META for the descriptors */
+		return;
+	}
+	store_begin(s, p);
+}
+
+/*
+ * Consume staged input until it runs out, the session pauses for output
+ * backlog, or the connection is dead.
+ */
+static void sess_process(struct sess *s)
+{
+	for (;;) {
+		uint32_t avail = s->rx_len - s->rx_off;
+		uint8_t *p = s->rxb + s->rx_off;
+
+		if (s->state == RX_DEAD)
+			return;
+		if (s->state == RX_HDR &&
+		    (s->tx_bytes >= TX_PAUSE_BYTES || s->tx_ents >= TX_PAUSE_ENTS))
+			return; /* resumed from tx_done() */
+		switch (s->state) {
+		case RX_HDR:
+			if (avail < CN_PROTO_HDR_LEN)
+				goto out;
+			s->rx_off += CN_PROTO_HDR_LEN;
+			if (on_header(s, p) < 0)
+				return;
+			break;
+		case RX_META:
+			if (avail < s->meta_need)
+				goto out;
+			{
+				uint32_t need = s->meta_need;
+				on_meta(s, p);
+				/* STORE's count step keeps the 8 bytes staged and asks for more */
+				if (!(s->state == RX_META && s->meta_need > need))
+					s->rx_off += need;
+			}
+			break;
+		case RX_PAYLOAD: {
+			uint32_t room;
+			uint8_t *dst;
+
+			if (avail == 0)
+				goto out;
+			dst = store_target(s, &room);
+			if (room > avail)
+				room = avail;
+			if (dst != s->discard)
+				memcpy(dst, p, room);
+			s->rx_off += room;
+			store_advance(s, room);
+			break;
+		}
+		case RX_SKIP: {
+			uint64_t k = avail < s->skip_left ? avail : s->skip_left;
+
+			if (avail == 0)
+				goto out;
+			s->rx_off += (uint32_t)k;
+			s->skip_left -= k;
+			if (s->skip_left == 0)
+				s->state = RX_HDR;
+			break;
+		}
+		case RX_DEAD:
+			return;
+		}
+	}
+out:
+	if (s->rx_off == s->rx_len)
+		s->rx_off = s->rx_len = 0;
+}
+
+/* ---- struct cn_session_ops ---- */
+
+static void *sess_open(void *arg, unsigned worker, const char *peer)
+{
+	struct cn_session_ctx *ctx = arg;
+	struct sess *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->rxb = malloc(RXB_SIZE);
+	s->discard = malloc(DISCARD_SIZE);
+	if (s->rxb == NULL || s->discard == NULL) {
+		free(s->rxb);
+		free(s->discard);
+		free(s);
+		return NULL;
+	}
+	s->ctx = ctx;
+	s->core = worker;
+	s->st = &ctx->stats[worker];
+	snprintf(s->peer, sizeof(s->peer), "%s", peer);
+	s->state = RX_HDR;
+	CN_STAT_ADD(s->st, sessions_open, 1);
+	return s;
+}
+
+static void sess_rx_buf(void *sp, void **buf, size_t *len)
+{
+	struct sess *s = sp;
+	uint32_t avail = s->rx_len - s->rx_off;
+
+	s->rx_direct = false;
+	if (avail == 0 && s->state == RX_PAYLOAD) {
+		uint32_t room;
+		*buf = store_target(s, &room);
+		*len = room;
+		s->rx_direct = true;
+		return;
+	}
+	if (avail == 0 && s->state == RX_SKIP) {
+		*buf = s->discard;
+		*len = s->skip_left < DISCARD_SIZE ? (size_t)s->skip_left : DISCARD_SIZE;
+		s->rx_direct = true;
+		return;
+	}
+	if (s->rx_off > 0) { /* compact: keep the unconsumed tail at the front */
+		memmove(s->rxb, s->rxb + s->rx_off, avail);
+		s->rx_off = 0;
+		s->rx_len = avail;
+	}
+	*buf = s->rxb + s->rx_len;
+	*len = RXB_SIZE - s->rx_len;
+}
+
+static int sess_rx_done(void *sp, size_t n)
+{
+	struct sess *s = sp;
+
+	if (s->rx_direct) {
+		s->rx_direct = false;
+		if (s->state == RX_PAYLOAD) {
+			store_advance(s, (uint32_t)n);
+		} else if (s->state == RX_SKIP) {
+			s->skip_left -= n;
+			if (s->skip_left == 0)
+				s->state = RX_HDR;
+		}
+	} else {
+		s->rx_len += (uint32_t)n;
+	}
+	sess_process(s);
+	return s->state == RX_DEAD ? -EPROTO : 0;
+}
+
+static bool sess_rx_paused(void *sp)
+{
+	const struct sess *s = sp;
+
+	if (s->state == RX_DEAD)
+		return true;
+	/* Never pause in the middle of a payload: the chunk's bytes must keep flowing. */
+	if (s->state != RX_HDR)
+		return false;
+	return s->tx_bytes >= TX_PAUSE_BYTES || s->tx_ents >= TX_PAUSE_ENTS ||
+	       s->rx_len == RXB_SIZE;
+}
+
+static int sess_tx_iov(void *sp, struct iovec *iov, int max)
+{
+	struct sess *s = sp;
+	int n = 0;
+
+	for (struct tx_ent *e = s->tx_head; e != NULL && n < max; e = e->next) {
+		size_t skip = e == s->tx_head ? e->sent : 0;
+
+		for (unsigned i = 0; i < e->niov && n < max; i++) {
+			size_t l = e->iov[i].iov_len;
+			if (skip >= l) {
+				skip -= l;
+				continue;
+			}
+			iov[n].iov_base = (char *)e->iov[i].iov_base + skip;
+			iov[n].iov_len = l - skip;
+			skip = 0;
+			n++;
+		}
+	}
+	return n;
+}
+
+static int sess_tx_done(void *sp, size_t n)
+{
+	struct sess *s = sp;
+	bool was_paused = s->tx_bytes >= TX_PAUSE_BYTES || s->tx_ents >= TX_PAUSE_ENTS;
+
+	s->tx_bytes -= n;
+	while (n > 0 && s->tx_head != NULL) {
+		struct tx_ent *e = s->tx_head;
+		size_t left = e->total - e->sent;
+
+		if (n < left) {
+			e->sent += n;
+			break;
+		}
+		n -= left;
+		s->tx_head = e->next;
+		if (s->tx_head == NULL)
+			s->tx_tail = NULL;
+		s->tx_ents--;
+		tx_free(s, e);
+	}
+	/* Requests left staged while output was backed up can run now. */
+	if (was_paused && s->tx_bytes < TX_PAUSE_BYTES && s->tx_ents < TX_PAUSE_ENTS)
+		sess_process(s);
+	return s->state == RX_DEAD ? -EPROTO : 0;
+}
+
+static void sess_close(void *sp, int err)
+{
+	struct sess *s = sp;
+
+	store_abort_all(s);
+	while (s->tx_head) {
+		struct tx_ent *e = s->tx_head;
+		s->tx_head = e->next;
+		tx_free(s, e);
+	}
+	CN_STAT_ADD(s->st, sessions_open, (uint64_t)-1);
+	free(s->items);
+	free(s->rxb);
+	free(s->discard);
+	free(s);
+}
+
+static bool sess_idle(void *sp)
+{
+	const struct sess *s = sp;
+
+	return (s->state == RX_HDR || s->state == RX_DEAD) && s->nitems == 0 &&
+	       s->tx_head == NULL;
+}
+
+const struct cn_session_ops cn_session_ops = {
+	.open = sess_open,
+	.rx_buf = sess_rx_buf,
+	.rx_done = sess_rx_done,
+	.rx_paused = sess_rx_paused,
+	.tx_iov = sess_tx_iov,
+	.tx_done = sess_tx_done,
+	.close = sess_close,
+	.idle = sess_idle,
+};

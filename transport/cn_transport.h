@@ -52,8 +52,12 @@ struct cn_session_ops {
 	bool (*rx_paused)(void *sess);
 	/* Fill up to @max iovecs with pending output; returns the count (0: none). */
 	int (*tx_iov)(void *sess, struct iovec *iov, int max);
-	/* @n bytes of what tx_iov() offered were sent. */
-	void (*tx_done)(void *sess, size_t n);
+	/*
+	 * @n bytes of what tx_iov() offered were sent. Freeing output may let
+	 * the session run requests it had staged, so this can find a protocol
+	 * error too: it returns 0 or -errno, with the same meaning as rx_done().
+	 */
+	int (*tx_done)(void *sess, size_t n);
 	/*
 	 * The connection is gone (peer closed, I/O error, protocol error after
 	 * flushing, or server shutdown). @err is 0 for an orderly close by the

@@ -1,1 +1,160 @@
-/* placeholder */ int main(void) { return 77; }
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Node options: defaults, sizes, the config file, refusals with clear messages. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cn_config.h"
+
+static int parse(struct cn_config *cfg, char *err, const char *first, ...)
+{
+	char *argv[32] = {"cachenode"};
+	int argc = 1;
+	va_list ap;
+	FILE *out = fopen("/dev/null", "w");
+	int r;
+
+	va_start(ap, first);
+	for (const char *a = first; a != NULL; a = va_arg(ap, const char *))
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	r = cn_config_parse(argc, argv, cfg, out, err, 256);
+	fclose(out);
+	return r;
+}
+
+static void defaults(void **state)
+{
+	struct cn_config cfg;
+	char err[256] = "";
+
+	assert_int_equal(parse(&cfg, err, NULL), 0);
+	assert_string_equal(cfg.listen, "127.0.0.1:7700");
+	assert_int_equal(cfg.l1_size, 1ull << 30);
+	assert_int_equal(cfg.max_chunk, 16ull << 20);
+	assert_int_equal(cfg.workers, 1);
+	assert_string_equal(cfg.eviction, "lru");
+	/* node id derived from host and port; file prefix from the node id */
+	assert_non_null(strstr(cfg.node_id, "-7700"));
+	assert_int_equal(strncmp(cfg.file_prefix, "cachenode-", 10), 0);
+	assert_int_equal(cfg.eal_argc, 0);
+}
+
+static void sizes(void **state)
+{
+	uint64_t v;
+
+	assert_int_equal(cn_parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(cn_parse_size("64K", &v), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(cn_parse_size("16M", &v), 0);
+	assert_int_equal(v, 16u << 20);
+	assert_int_equal(cn_parse_size("2g", &v), 0);
+	assert_int_equal(v, 2ull << 30);
+	assert_int_equal(cn_parse_size("1GiB", &v), 0);
+	assert_int_equal(v, 1ull << 30);
+	assert_int_equal(cn_parse_size("", &v), -EINVAL);
+	assert_int_equal(cn_parse_size("-1", &v), -EINVAL);
+	assert_int_equal(cn_parse_size("12Q", &v), -EINVAL);
+	assert_int_equal(cn_parse_size("99999999999999999999", &v), -EINVAL);
+}
+
+static void options_and_eal_args(void **state)
+{
+	struct cn_config cfg;
+	char err[256] = "";
+
+	assert_int_equal(parse(&cfg, err, "--listen", "0.0.0.0:9000", "--l1-size=256M",
+			       "--max-chunk", "1M", "--workers", "3", "--node-id", "n1",
+			       "--log-level", "debug", "--", "--no-telemetry", "-m", "64", NULL),
+			 0);
+	assert_string_equal(cfg.listen, "0.0.0.0:9000");
+	assert_int_equal(cfg.l1_size, 256u << 20);
+	assert_int_equal(cfg.max_chunk, 1u << 20);
+	assert_int_equal(cfg.workers, 3);
+	assert_string_equal(cfg.node_id, "n1");
+	assert_string_equal(cfg.file_prefix, "cachenode-n1");
+	assert_int_equal(cfg.eal_argc, 3);
+	assert_string_equal(cfg.eal_argv[0], "--no-telemetry");
+}
+
+static void refusals_say_why(void **state)
+{
+	struct cn_config cfg;
+	char err[256];
+
+	assert_int_equal(parse(&cfg, err, "--l1-size", "lots", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--l1-size 'lots'"));
+	assert_int_equal(parse(&cfg, err, "--workers", "0", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--workers"));
+	assert_int_equal(parse(&cfg, err, "--eviction", "random", NULL), -EINVAL);
+	assert_non_null(strstr(err, "lru"));
+	assert_int_equal(parse(&cfg, err, "--listen", "nohost", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--listen", "h:99999", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--node-id", "bad id", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--bogus", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--bogus"));
+	assert_int_equal(parse(&cfg, err, "--listen", NULL), -EINVAL);
+	assert_non_null(strstr(err, "needs a value"));
+	assert_int_equal(parse(&cfg, err, "stray", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--l1-size", "1M", "--max-chunk", "2M", NULL), -EINVAL);
+	assert_non_null(strstr(err, "larger than --l1-size"));
+	assert_int_equal(parse(&cfg, err, "--help", NULL), 1);
+	assert_int_equal(parse(&cfg, err, "--version", NULL), 1);
+}
+
+static void config_file(void **state)
+{
+	struct cn_config cfg;
+	char err[256], path[] = "/tmp/cn_cfg_XXXXXX";
+	int fd = mkstemp(path);
+	FILE *f = fdopen(fd, "w");
+
+	fprintf(f, "# a node\nlisten = 127.0.0.1:7800\nl1-size 64M\nmax_chunk=2M # trailing\n\n"
+		   "workers = 2\n");
+	fclose(f);
+	/* The file sets values; the command line overrides them. */
+	assert_int_equal(parse(&cfg, err, "--config", path, "--workers", "4", NULL), 0);
+	assert_string_equal(cfg.listen, "127.0.0.1:7800");
+	assert_int_equal(cfg.l1_size, 64u << 20);
+	assert_int_equal(cfg.max_chunk, 2u << 20);
+	assert_int_equal(cfg.workers, 4);
+
+	f = fopen(path, "w");
+	fprintf(f, "listen = 127.0.0.1:7800\nfrobnicate = yes\n");
+	fclose(f);
+	assert_int_equal(parse(&cfg, err, "--config", path, NULL), -EINVAL);
+	assert_non_null(strstr(err, ":2: unknown key 'frobnicate'"));
+
+	f = fopen(path, "w");
+	fprintf(f, "workers = many\n");
+	fclose(f);
+	assert_int_equal(parse(&cfg, err, "--config", path, NULL), -EINVAL);
+	assert_non_null(strstr(err, ":1: --workers 'many'"));
+	unlink(path);
+
+	assert_int_equal(parse(&cfg, err, "--config", "/nonexistent/cachenode.conf", NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err, "No such file"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(defaults),
+		cmocka_unit_test(sizes),
+		cmocka_unit_test(options_and_eal_args),
+		cmocka_unit_test(refusals_say_why),
+		cmocka_unit_test(config_file),
+	};
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

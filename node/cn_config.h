@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Node configuration: command-line options and the optional config file,
+ * both generated from one table (CN_OPTIONS), so --help, the file keys and
+ * docs/operations.md list the same names and defaults.
+ */
+#ifndef CN_CONFIG_H
+#define CN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* X(name, argument, default, help). name is the long option and the file key. */
+#define CN_OPTIONS(X)                                                                          \
+	X(config, "FILE", "", "read options from FILE (key = value lines); the command line wins") \
+	X(listen, "HOST:PORT", "127.0.0.1:7700", "address to serve clients and peers on")       \
+	X(l1_size, "SIZE", "1G", "L1 pool size (K/M/G suffixes)")                              \
+	X(max_chunk, "SIZE", "16M", "largest chunk accepted (also the slab page size)")        \
+	X(node_id, "ID", "", "node name (default: <hostname>-<port>)")                         \
+	X(workers, "N", "1", "data-path worker lcores")                                        \
+	X(eviction, "POLICY", "lru", "eviction policy (lru)")                                  \
+	X(transport, "NAME", "auto", "client transport: auto or tcp (verbs comes with RDMA)")  \
+	X(shutdown_grace, "MS", "5000", "on SIGTERM, how long in-flight requests may finish")   \
+	X(log_level, "LEVEL", "notice", "error, warning, notice, info or debug")
+
+struct cn_config {
+	char listen[128];
+	uint64_t l1_size;
+	uint64_t max_chunk;
+	char node_id[65];
+	unsigned workers;
+	char eviction[16];
+	char transport[16];
+	unsigned shutdown_grace;
+	int log_level; /* RTE_LOG_ERR .. RTE_LOG_DEBUG */
+	char file_prefix[96];
+	/* EAL arguments given after "--": point into the caller's argv */
+	int eal_argc;
+	char **eal_argv;
+};
+
+/*
+ * cn_config_parse - defaults, then the config file (if --config), then argv.
+ * Returns 0, 1 if --help or --version was handled (printed to @out; exit 0),
+ * or -EINVAL with a one-line reason in @err (exit 2).
+ */
+int cn_config_parse(int argc, char **argv, struct cn_config *cfg, FILE *out, char *err,
+		    size_t errlen);
+
+/* cn_parse_size - "512", "64K", "16M", "1G" (powers of 1024) -> bytes. 0 or -EINVAL. */
+int cn_parse_size(const char *s, uint64_t *out);
+
+/* cn_config_usage - the --help text, generated from CN_OPTIONS. */
+void cn_config_usage(FILE *f, const char *prog);
+
+#endif /* CN_CONFIG_H */

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The node's protocol session: a sans-I/O state machine, one per connection,
+ * that turns request frames into engine operations and replies. A transport
+ * drives it through struct cn_session_ops (cn_transport.h); it never does I/O
+ * itself, so TCP, loopback and later RDMA run the same request logic.
+ *
+ * Request handling, in short (docs/protocol.md has the full rules):
+ *   - a header that fails its checks (magic, checksum, version, reserved,
+ *     length over the hard cap, a reply flag) is fatal: an ERROR frame with
+ *     CN_F_CLOSE is queued and the connection closes after it is sent;
+ *   - a request that is well framed but wrong (unknown opcode, bad count,
+ *     duplicate keys, zero-length or oversize chunk) gets an error reply with
+ *     the request's opcode; its remaining payload is skipped and the
+ *     connection keeps serving;
+ *   - STORE payloads are received straight into reserved L1 slabs; a chunk is
+ *     committed only when its last byte arrived, and every reserved chunk is
+ *     aborted (never visible) if the connection ends first;
+ *   - RETRIEVE replies are sent straight from pinned slabs, unpinned once the
+ *     last byte has left.
+ */
+#ifndef CN_SESSION_H
+#define CN_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cn_engine.h"
+#include "cn_metrics.h"
+#include "cn_transport.h"
+
+#define CN_SESSION_METRICS(X)                                                              \
+	X(frames_rx, COUNTER, "request frames received")                                   \
+	X(frames_bad, COUNTER, "malformed frames (error frame sent, connection closed)")  \
+	X(req_errors, COUNTER, "requests answered with a request-level error")            \
+	X(hello_reqs, COUNTER, "HELLO requests")                                           \
+	X(ping_reqs, COUNTER, "PING requests")                                             \
+	X(status_reqs, COUNTER, "STATUS requests")                                         \
+	X(lookup_reqs, COUNTER, "LOOKUP requests")                                         \
+	X(lookup_keys, COUNTER, "keys asked for in LOOKUP requests")                       \
+	X(lookup_prefix_keys, COUNTER, "keys found in LOOKUP prefixes")                    \
+	X(store_reqs, COUNTER, "STORE requests")                                           \
+	X(store_keys, COUNTER, "chunks offered in STORE requests")                         \
+	X(store_ok, COUNTER, "chunks stored")                                              \
+	X(store_bytes, COUNTER, "payload bytes of chunks stored")                          \
+	X(store_failed, COUNTER, "chunks refused (no space, already present)")             \
+	X(store_discarded, COUNTER, "partly received chunks discarded (peer vanished)")   \
+	X(retrieve_reqs, COUNTER, "RETRIEVE requests")                                     \
+	X(retrieve_keys, COUNTER, "chunks asked for in RETRIEVE requests")                 \
+	X(retrieve_hits, COUNTER, "chunks found and sent")                                 \
+	X(retrieve_bytes, COUNTER, "payload bytes sent for RETRIEVE")                     \
+	X(delete_reqs, COUNTER, "DELETE requests")                                         \
+	X(delete_keys, COUNTER, "keys deleted")                                            \
+	X(sessions_open, GAUGE, "sessions open now")
+
+struct cn_session_stats {
+	CN_SESSION_METRICS(CN_METRIC_FIELD)
+} CN_CACHE_ALIGNED;
+
+extern const struct cn_metric_desc cn_session_metric_desc[];
+extern const unsigned cn_session_metric_count;
+
+/*
+ * Shared by every session of a node; the node owns it and keeps it alive
+ * until the server is destroyed. @stats has one struct per worker.
+ */
+struct cn_session_ctx {
+	struct cn_engine *engine;
+	const char *node_id;
+	uint32_t max_keys;  /* <= CN_PROTO_MAX_KEYS */
+	uint64_t max_frame; /* <= CN_PROTO_MAX_FRAME */
+	struct cn_session_stats *stats;
+	/* STATUS reply body: a malloc'd JSON text of *len bytes, or NULL. */
+	char *(*status_json)(void *arg, size_t *len);
+	void *status_arg;
+};
+
+/* The ops a transport drives; sess_arg must be a struct cn_session_ctx *. */
+extern const struct cn_session_ops cn_session_ops;
+
+#endif /* CN_SESSION_H */

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install the Debian packages a target needs, only those missing; silent when
+# nothing is missing. Usage: scripts/install-deps.sh build|test|bench
+set -euo pipefail
+
+build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev)
+test=(dpdk-dev python3 procps)   # dpdk-dev ships dpdk-telemetry.py
+bench=(redis-server redis-tools iperf3 python3)
+
+want=("${build[@]}")
+case "${1:-build}" in
+build) ;;
+test) want+=("${test[@]}") ;;
+bench) want+=("${test[@]}" "${bench[@]}") ;;
+*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
