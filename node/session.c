@@ -761,8 +761,12 @@ static bool sess_rx_paused(void *sp)
 	/* Never pause in the middle of a payload: the chunk's bytes must keep flowing. */
 	if (s->state != RX_HDR)
 		return false;
-	return s->tx_bytes >= TX_PAUSE_BYTES || s->tx_ents >= TX_PAUSE_ENTS ||
-	       s->rx_len == RXB_SIZE;
+	/*
+	 * A full staging buffer is not a reason to pause: rx_buf() compacts it,
+	 * and what is left unconsumed is always shorter than the largest meta
+	 * block, so there is room.
+	 */
+	return s->tx_bytes >= TX_PAUSE_BYTES || s->tx_ents >= TX_PAUSE_ENTS;
 }
 
 static int sess_tx_iov(void *sp, struct iovec *iov, int max)

@@ -136,6 +136,25 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen)
 	return fd;
 }
 
+/*
+ * SO_REUSEPORT would let a second process of the same user bind our port and
+ * silently take a share of the connections. Bind once without it first: if
+ * anyone holds the address, that fails with EADDRINUSE.
+ */
+static int check_address_free(const struct sockaddr_storage *ss, socklen_t sslen)
+{
+	int one = 1, r = 0;
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, sslen) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
 static void tcp_server_destroy(struct cn_server **psrv)
 {
 	struct cn_server *srv = psrv ? *psrv : NULL;
@@ -176,6 +195,12 @@ static int tcp_server_create(const struct cn_server_cfg *cfg, struct cn_server *
 	r = resolve(cfg->listen, 1, &ss, &sslen);
 	if (r < 0)
 		return r;
+	if ((ss.ss_family == AF_INET && ((struct sockaddr_in *)&ss)->sin_port != 0) ||
+	    (ss.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ss)->sin6_port != 0)) {
+		r = check_address_free(&ss, sslen);
+		if (r < 0)
+			return r;
+	}
 	srv = calloc(1, sizeof(*srv));
 	if (srv == NULL)
 		return -ENOMEM;

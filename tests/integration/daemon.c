@@ -1,1 +1,182 @@
-/* placeholder, replaced by the real module */ typedef int cn_placeholder_daemon;
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <jansson.h>
+
+#include <cachenode/client.h>
+#include "daemon.h"
+
+uint16_t cn_free_port(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port = 0;
+
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+static void dump_log(const struct cn_daemon *d)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "sed 's/^/  daemon| /' %s >&2", d->log);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no daemon log)\n");
+}
+
+int cn_daemon_start(struct cn_daemon *d, const char *const *args)
+{
+	static unsigned seq;
+	const char *bin = getenv("CACHENODE_BIN");
+	const char *argv[64];
+	int argc = 0;
+
+	if (bin == NULL) {
+		fprintf(stderr, "CACHENODE_BIN is not set\n");
+		return -EINVAL;
+	}
+	memset(d, 0, sizeof(*d));
+	snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", cn_free_port());
+	snprintf(d->node_id, sizeof(d->node_id), "itest-%d-%u", (int)getpid(), seq++);
+	snprintf(d->log, sizeof(d->log), "/tmp/cachenode-%s.log", d->node_id);
+	argv[argc++] = bin;
+	argv[argc++] = "--listen";
+	argv[argc++] = d->addr;
+	argv[argc++] = "--node-id";
+	argv[argc++] = d->node_id;
+	for (; args && *args && argc < 60; args++)
+		argv[argc++] = *args;
+	argv[argc] = NULL;
+
+	d->pid = fork();
+	if (d->pid < 0)
+		return -errno;
+	if (d->pid == 0) {
+		int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 300; i++) {
+		struct cn_client_opts o = {.timeout_ms = 2000};
+		struct cn_client *c = NULL;
+		int st;
+
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			fprintf(stderr, "cachenode exited early (status %d)\n", st);
+			dump_log(d);
+			d->pid = 0;
+			return -ECHILD;
+		}
+		if (cn_client_connect(d->addr, &o, &c) == 0 && cn_client_ping(c) == 0) {
+			cn_client_close(&c);
+			return 0;
+		}
+		cn_client_close(&c);
+		usleep(100 * 1000);
+	}
+	fprintf(stderr, "cachenode did not answer on %s\n", d->addr);
+	dump_log(d);
+	cn_daemon_stop(d, SIGKILL, 5000);
+	return -ETIMEDOUT;
+}
+
+int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms)
+{
+	int st;
+
+	if (d->pid <= 0)
+		return -ESRCH;
+	kill(d->pid, sig);
+	for (int waited = 0; waited <= timeout_ms; waited += 10) {
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			d->pid = 0;
+			if (WIFEXITED(st))
+				return WEXITSTATUS(st);
+			return 128 + WTERMSIG(st);
+		}
+		usleep(10 * 1000);
+	}
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, &st, 0);
+	d->pid = 0;
+	dump_log(d);
+	return -ETIMEDOUT;
+}
+
+bool cn_daemon_log_contains(const struct cn_daemon *d, const char *text)
+{
+	FILE *f = fopen(d->log, "r");
+	char line[1024];
+	bool found = false;
+
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, text) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+int cn_status_u64(const char *addr, const char *path, uint64_t *v)
+{
+	struct cn_client *c = NULL;
+	char *text = NULL, buf[128], *tok, *save;
+	json_t *root, *node;
+	int r = cn_client_connect(addr, NULL, &c);
+
+	if (r == 0)
+		r = cn_client_status(c, &text);
+	cn_client_close(&c);
+	if (r < 0)
+		return r;
+	root = json_loads(text, 0, NULL);
+	free(text);
+	if (root == NULL)
+		return -EBADMSG;
+	snprintf(buf, sizeof(buf), "%s", path);
+	node = root;
+	for (tok = strtok_r(buf, ".", &save); tok && node; tok = strtok_r(NULL, ".", &save))
+		node = json_object_get(node, tok);
+	r = json_is_integer(node) ? 0 : -ENOENT;
+	if (r == 0)
+		*v = (uint64_t)json_integer_value(node);
+	json_decref(root);
+	return r;
+}
+
+int cn_run(const char *cmd, char *out, size_t cap)
+{
+	FILE *p = popen(cmd, "r");
+	size_t n = 0;
+	int st;
+
+	if (p == NULL)
+		return -errno;
+	if (out && cap) {
+		n = fread(out, 1, cap - 1, p);
+		out[n] = '\0';
+	} else {
+		char sink[4096];
+		while (fread(sink, 1, sizeof(sink), p) > 0)
+			;
+	}
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

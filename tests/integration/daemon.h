@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Start and stop the real cachenode daemon for integration tests. */
+#ifndef CN_ITEST_DAEMON_H
+#define CN_ITEST_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct cn_daemon {
+	pid_t pid;
+	char addr[64];	     /* 127.0.0.1:PORT */
+	char node_id[64];
+	char log[128];	     /* stdout+stderr of the daemon */
+};
+
+/*
+ * cn_daemon_start - run $CACHENODE_BIN on a free loopback port with the
+ * given extra arguments (NULL-terminated), and wait until it answers PING
+ * (up to 30 s). Returns 0 or -errno; on failure the log is printed.
+ */
+int cn_daemon_start(struct cn_daemon *d, const char *const *args);
+
+/*
+ * cn_daemon_stop - send @sig and wait up to @timeout_ms for the exit.
+ * Returns the exit status (0..255), 128+signal if killed, or -ETIMEDOUT
+ * (then it is SIGKILLed).
+ */
+int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms);
+
+/* cn_daemon_log_contains - true if the daemon's log has @text. */
+bool cn_daemon_log_contains(const struct cn_daemon *d, const char *text);
+
+/* cn_free_port - a loopback TCP port nobody listens on right now. */
+uint16_t cn_free_port(void);
+
+/* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok").
+ * Returns 0 and *v, or -errno. */
+int cn_status_u64(const char *addr, const char *path, uint64_t *v);
+
+/* cn_run - run a shell command, capture up to @cap-1 bytes of stdout in @out. Exit status. */
+int cn_run(const char *cmd, char *out, size_t cap);
+
+#endif
