@@ -307,10 +307,12 @@ void cn_config_usage(FILE *f, const char *prog)
 			fprintf(f, " [%s]", opt_rows[o].def);
 		fputc('\n', f);
 	}
-	fprintf(f, "  %-26s %s\n  %-26s %s\n\n", "--help", "show this help and exit", "--version",
-		"show the version and exit");
+	fprintf(f, "  %-26s %s\n  %-26s %s\n  %-26s %s\n\n", "--help", "show this help and exit",
+		"--version", "show the version and exit", "--list-metrics",
+		"print every counter of the STATUS reply as Markdown and exit");
 	fprintf(f, "EAL arguments after -- replace or extend the defaults\n"
-		   "(--no-huge --no-pci -m 256 --no-shconf --file-prefix cachenode-<node-id>\n"
+		   "(--no-huge -m <128 MiB + 1/16 of --l1-size> --no-pci --no-shconf\n"
+		   " --file-prefix cachenode-<node-id>"
 		   " and one lcore per worker plus the main lcore).\n");
 }
 

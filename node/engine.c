@@ -65,14 +65,11 @@ uint64_t cn_engine_max_chunk(const struct cn_engine *e)
 int cn_engine_lookup(struct cn_engine *e, unsigned core, const struct cn_key *keys, uint32_t n,
 		     uint32_t *prefix, uint8_t *tiers)
 {
-	uint32_t i = 0;
+	uint32_t p = cn_l1_contains_prefix(e->l1, core, keys, n);
 
-	for (; i < n && cn_l1_contains(e->l1, core, &keys[i]); i++)
-		if (tiers)
-			tiers[i] = CN_TIER_L1;
-	*prefix = i;
-	for (; tiers && i < n; i++)
-		tiers[i] = CN_TIER_NONE;
+	*prefix = p;
+	for (uint32_t i = 0; tiers && i < n; i++)
+		tiers[i] = i < p ? CN_TIER_L1 : CN_TIER_NONE;
 	return 0;
 }
 

@@ -87,9 +87,17 @@ static int eal_args(const struct cn_config *cfg, char *prog, char **argv, int ma
 
 	argv[argc++] = prog;
 	if (!has_arg(ucount, uargs, mem)) {
+		/*
+		 * The L1 index and descriptors live in EAL memory: about 256 bytes
+		 * per smallest (4 KiB) slot, on top of 128 MiB for DPDK itself.
+		 */
+		uint64_t mb = 128 + (cfg->l1_size / 4096 * 256 >> 20);
+		int n = snprintf(buf + used, buflen - used, "%" PRIu64, mb);
+
 		argv[argc++] = "--no-huge";
 		argv[argc++] = "-m";
-		argv[argc++] = "256";
+		argv[argc++] = buf + used;
+		used += (size_t)n + 1;
 	}
 	if (!has_arg(ucount, uargs, pci))
 		argv[argc++] = "--no-pci";
@@ -187,6 +195,29 @@ static char *status_json(void *arg, size_t *len)
 	return text;
 }
 
+/* ---- the metric reference (docs/telemetry.md embeds this output) ---- */
+
+static void list_table(const char *section, const char *intro,
+		       const struct cn_metric_desc *d, unsigned n)
+{
+	printf("### `%s`\n\n%s\n\n| name | type | meaning |\n|---|---|---|\n", section, intro);
+	for (unsigned i = 0; i < n; i++)
+		printf("| `%s` | %s | %s |\n", d[i].name,
+		       d[i].type == CN_METRIC_COUNTER ? "counter" : "gauge", d[i].help);
+	printf("\n");
+}
+
+static void list_metrics(void)
+{
+	list_table("l1.counters", "L1 tier, per core (tiers/l1/cn_l1.h `CN_L1_METRICS`).",
+		   cn_l1_metric_desc, cn_l1_metric_count);
+	list_table("requests", "Protocol sessions, per worker (node/cn_session.h "
+		   "`CN_SESSION_METRICS`).", cn_session_metric_desc, cn_session_metric_count);
+	list_table("transport", "Transport, per worker (transport/cn_transport.h "
+		   "`CN_TRANSPORT_METRICS`).", cn_transport_metric_desc,
+		   cn_transport_metric_count);
+}
+
 /* ---- workers and control plane ---- */
 
 static int worker_main(void *p)
@@ -226,6 +257,10 @@ int main(int argc, char **argv)
 	struct worker_arg wargs[CN_MAX_CORES];
 	unsigned lcore, wid = 0;
 
+	if (argc == 2 && strcmp(argv[1], "--list-metrics") == 0) {
+		list_metrics();
+		return 0;
+	}
 	r = cn_config_parse(argc, argv, &nd.cfg, stdout, err, sizeof(err));
 	if (r == 1)
 		return 0;

@@ -108,6 +108,8 @@ struct cn_connect_cfg {
 	struct cn_server *server; /* loopback only: the in-process server to join */
 };
 
+#define CN_SEND_MORE 0x1u /* sendv(): may hold small frames until the next recv() */
+
 struct cn_transport_ops {
 	const char *name;
 
@@ -134,8 +136,14 @@ struct cn_transport_ops {
 	/* ---- client ---- */
 	/* Connect. *out is owned by the caller (close()). */
 	int (*connect)(const struct cn_connect_cfg *cfg, struct cn_tconn **out);
-	/* Send every byte of @iov or fail: 0 or -errno (-ETIMEDOUT, -ECONNRESET). */
-	int (*sendv)(struct cn_tconn *c, const struct iovec *iov, int iovcnt);
+	/*
+	 * Send every byte of @iov or fail: 0 or -errno (-ETIMEDOUT,
+	 * -ECONNRESET). With CN_SEND_MORE the caller says more is coming and
+	 * it will recv() before it waits on anything else: a small frame may
+	 * then be held back and sent with the next one, or at the latest when
+	 * recv() is called, saving system calls on pipelined requests.
+	 */
+	int (*sendv)(struct cn_tconn *c, const struct iovec *iov, int iovcnt, unsigned flags);
 	/* Receive exactly @len bytes: 0, -ECONNRESET (closed early), -ETIMEDOUT. */
 	int (*recv)(struct cn_tconn *c, void *buf, size_t len);
 	/* Close and free; *c becomes NULL; accepts NULL. */

@@ -103,7 +103,7 @@ static void loop_end(struct cn_tconn *c, int err)
 		CN_STAT_INC(st, conn_errors);
 }
 
-static int loop_sendv(struct cn_tconn *c, const struct iovec *iov, int iovcnt)
+static int loop_sendv(struct cn_tconn *c, const struct iovec *iov, int iovcnt, unsigned flags)
 {
 	const struct cn_session_ops *so = c->srv->cfg.sess;
 	struct cn_transport_stats *st = &c->srv->cfg.stats[0];

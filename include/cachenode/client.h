@@ -51,7 +51,9 @@ struct cn_node_info {
  * cn_client_connect - connect to a node and exchange HELLO.
  * @addr: "HOST:PORT" ("[v6addr]:PORT" for IPv6).
  * @opts: NULL for defaults.
- * @out: the new client, owned by the caller (cn_client_close()).
+ * @out: the new client, owned by the caller (cn_client_close()). On failure
+ * other than -ENOMEM, *out is a closed client that only carries the error
+ * message (cn_client_errmsg()): close it like any other. On -ENOMEM *out is NULL.
  * Returns 0 or -errno (-EINVAL bad address, -ECONNREFUSED, -ETIMEDOUT,
  * -EPROTONOSUPPORT if the node speaks another protocol version).
  */
@@ -137,7 +139,11 @@ struct cn_req {
 /**
  * cn_client_submit - validate and send @req. Returns 0 (the request is now
  * outstanding), -EINVAL (bad request, nothing sent), -EBUSY (depth reached),
- * or a connection error.
+ * or a connection error. A small request (under 16 KiB with its payload)
+ * may be held in the connection's send buffer and leave together with the
+ * next ones; it leaves at the latest when the client next waits for a reply
+ * (cn_client_wait(), cn_client_exec() or any synchronous call), so
+ * pipelining costs a few system calls per batch, not per request.
  */
 int cn_client_submit(struct cn_client *c, struct cn_req *req);
 

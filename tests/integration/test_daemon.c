@@ -75,6 +75,8 @@ static void *round_trip_worker(void *p)
 	struct cn_req *done;
 
 	if (cn_client_connect(w->addr, NULL, &c) < 0) {
+		fprintf(stderr, "connection %u: %s\n", w->id, cn_client_errmsg(c));
+		cn_client_close(&c); /* a failed connect still hands back its message */
 		w->bad = per;
 		return NULL;
 	}
@@ -422,8 +424,10 @@ static void *busy_client(void *p)
 	uint8_t *buf = malloc(1u << 20), *out = malloc(1u << 20);
 	uint32_t len;
 
-	if (cn_client_connect(a->addr, NULL, &c) < 0)
+	if (cn_client_connect(a->addr, NULL, &c) < 0) {
+		cn_client_close(&c);
 		return NULL;
+	}
 	for (unsigned i = 0;; i++) {
 		struct cn_key k = key_of("busy", i % 64);
 		int r;

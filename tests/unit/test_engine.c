@@ -293,7 +293,7 @@ static void send_frame(struct fix *f, struct cn_tconn *tc, uint8_t op, uint64_t 
 
 	cn_proto_hdr_init(&h, op, 0, id, len, 0);
 	cn_proto_hdr_encode(&h, hb);
-	assert_int_equal(f->ops->sendv(tc, iov, len ? 2 : 1), 0);
+	assert_int_equal(f->ops->sendv(tc, iov, len ? 2 : 1, 0), 0);
 }
 
 static void read_reply(struct fix *f, struct cn_tconn *tc, struct cn_proto_hdr *h, void *payload,
@@ -320,7 +320,7 @@ static void bad_magic_gets_error_frame_and_close(void **state)
 	struct cn_client *c;
 
 	memset(junk, 'x', sizeof(junk));
-	assert_int_equal(f->ops->sendv(tc, &iov, 1), 0);
+	assert_int_equal(f->ops->sendv(tc, &iov, 1, 0), 0);
 	read_reply(f, tc, &h, msg, sizeof(msg) - 1);
 	assert_int_equal(h.opcode, CN_OP_ERROR);
 	assert_int_equal(h.status, CN_E_PROTO);
@@ -406,7 +406,7 @@ static void vanished_client_leaves_no_partial_chunk(void **state)
 	memset(frame + 48, 'z', 1000);
 	cn_proto_hdr_init(&h, CN_OP_STORE, 0, 1, sizeof(frame), 0);
 	cn_proto_hdr_encode(&h, hb);
-	assert_int_equal(f->ops->sendv(tc, iov, 2), 0);
+	assert_int_equal(f->ops->sendv(tc, iov, 2, 0), 0);
 	f->ops->close(&tc); /* gone mid-payload */
 	assert_int_equal(f->sstats[0].store_discarded, 1);
 	c = client(f);
@@ -480,7 +480,7 @@ static void header_split_at_staging_boundary(void **state)
 				p += iov[i].iov_len;
 			}
 			iov[7] = (struct iovec){all, (size_t)(p - all)};
-			assert_int_equal(f->ops->sendv(tc, &iov[7], 1), 0);
+			assert_int_equal(f->ops->sendv(tc, &iov[7], 1, 0), 0);
 			free(all);
 		}
 	}

@@ -226,7 +226,7 @@ static void echo_once(struct fix *f, struct cn_tconn *c, size_t n, unsigned seed
 
 	cn_put_le32(len, (uint32_t)n);
 	fill(msg, n, seed);
-	assert_int_equal(f->ops->sendv(c, iov, 2), 0);
+	assert_int_equal(f->ops->sendv(c, iov, 2, 0), 0);
 	assert_int_equal(f->ops->recv(c, rlen, 4), 0);
 	assert_int_equal(cn_get_le32(rlen), n);
 	assert_int_equal(f->ops->recv(c, back, n), 0);
@@ -259,7 +259,7 @@ static void byte_by_byte_partial_reads(void **state)
 	fill(frame + 4, 100, 9);
 	for (size_t i = 0; i < sizeof(frame); i++) {
 		struct iovec iov = {frame + i, 1};
-		assert_int_equal(f->ops->sendv(c, &iov, 1), 0);
+		assert_int_equal(f->ops->sendv(c, &iov, 1, 0), 0);
 		usleep(200);
 	}
 	assert_int_equal(f->ops->recv(c, back, sizeof(back)), 0);
@@ -315,7 +315,7 @@ static void protocol_error_closes_connection_only(void **state)
 	struct iovec iov = {zero, 4};
 
 	/* length 0 is a protocol error for the echo session: the server closes */
-	assert_int_equal(f->ops->sendv(bad, &iov, 1), 0);
+	assert_int_equal(f->ops->sendv(bad, &iov, 1, 0), 0);
 	assert_int_equal(f->ops->recv(bad, &b, 1), -ECONNRESET);
 	f->ops->close(&bad);
 	echo_once(f, good, 5000, 3);
@@ -331,12 +331,12 @@ static void stop_finishes_in_flight_message(void **state)
 
 	cn_put_le32(frame, 1000);
 	fill(frame + 4, 1000, 5);
-	assert_int_equal(f->ops->sendv(c, &first, 1), 0);
+	assert_int_equal(f->ops->sendv(c, &first, 1, 0), 0);
 	usleep(50 * 1000);
 	f->ops->server_stop(f->srv, 5000);
 	usleep(50 * 1000);
 	/* The half-received message still completes and is answered... */
-	assert_int_equal(f->ops->sendv(c, &rest, 1), 0);
+	assert_int_equal(f->ops->sendv(c, &rest, 1, 0), 0);
 	assert_int_equal(f->ops->recv(c, back, sizeof(back)), 0);
 	assert_memory_equal(frame, back, sizeof(frame));
 	/* ...then the idle connection is closed and the workers return. */
@@ -356,7 +356,7 @@ static void stop_grace_expires(void **state)
 	struct timespec t0, t1;
 
 	cn_put_le32(frame, 10);
-	assert_int_equal(f->ops->sendv(c, &half, 1), 0);
+	assert_int_equal(f->ops->sendv(c, &half, 1, 0), 0);
 	usleep(20 * 1000);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	stop_and_join(f, 200); /* the client never finishes: cut after the grace period */
@@ -387,6 +387,31 @@ static void idle_workers_use_no_cpu(void **state)
 	f->ops->close(&c);
 }
 
+/* CN_SEND_MORE: small frames queue up and leave, in order, once the client reads. */
+static void send_more_batches_until_recv(void **state)
+{
+	struct fix *f = *state;
+	struct cn_tconn *c = conn(f);
+	enum { N = 200 };
+	uint8_t frames[N][4 + 20], back[4 + 20];
+
+	for (unsigned i = 0; i < N; i++) {
+		struct iovec iov = {frames[i], sizeof(frames[i])};
+		cn_put_le32(frames[i], 20);
+		fill(frames[i] + 4, 20, i);
+		assert_int_equal(f->ops->sendv(c, &iov, 1, CN_SEND_MORE), 0);
+	}
+	/* nothing has reached the server yet: it has accepted but received no byte */
+	usleep(50 * 1000);
+	assert_int_equal(CN_STAT_GET(&f->stats[0], bytes_rx) + CN_STAT_GET(&f->stats[1], bytes_rx),
+			 0);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(f->ops->recv(c, back, sizeof(back)), 0);
+		assert_memory_equal(back, frames[i], sizeof(back));
+	}
+	f->ops->close(&c);
+}
+
 static void connect_errors(void **state)
 {
 	const struct cn_transport_ops *ops = cn_transport_find("tcp");
@@ -410,6 +435,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(stop_finishes_in_flight_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(stop_grace_expires, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_workers_use_no_cpu, setup, teardown),
+		cmocka_unit_test_setup_teardown(send_more_batches_until_recv, setup, teardown),
 		cmocka_unit_test(connect_errors),
 	};
 	return cmocka_run_group_tests_name("transport", tests, NULL, NULL);

@@ -151,6 +151,15 @@ void cn_l1_unpin(struct cn_l1 *l1, unsigned core, struct cn_l1_ref *ref);
  */
 bool cn_l1_contains(struct cn_l1 *l1, unsigned core, const struct cn_key *key);
 
+/**
+ * cn_l1_contains_prefix - how many leading keys of @keys are ready (prefix
+ * semantics: stops at the first absent key). Same counting as calling
+ * cn_l1_contains() on each key up to and including the first miss, but
+ * looked up in bulk. Lock-free.
+ */
+uint32_t cn_l1_contains_prefix(struct cn_l1 *l1, unsigned core, const struct cn_key *keys,
+			       uint32_t n);
+
 /** cn_l1_delete - remove @key. Returns 0 or -ENOENT. */
 int cn_l1_delete(struct cn_l1 *l1, unsigned core, const struct cn_key *key);
 
