@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# make bench: cachenode against Redis and iperf3, side by side in one run on
+# loopback, same sizes and concurrency. Prints the table and writes it into
+# docs/benchmarks.md between the bench markers (with the machine and the
+# exact commands). Everything it starts, it stops.
+#
+# Environment: BUILD (default build), BENCH_COUNT_1M / BENCH_COUNT_256K (requests
+# per run), CONNS (4), NO_DOC=1 to leave docs/benchmarks.md alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=${BUILD:-build}
+CONNS=${CONNS:-4}
+N1M=${BENCH_COUNT_1M:-4000}
+N256=${BENCH_COUNT_256K:-12000}
+NLOOKUP=${BENCH_COUNT_LOOKUP:-400000}
+NODE=$BUILD/node/cachenode
+BENCH=$BUILD/tools/cachenode-bench
+work=$(mktemp -d /tmp/cn-bench.XXXXXX)
+pids=()
+
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {
+	for _ in $(seq 1 100); do
+		if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "nothing listening on port $1" >&2
+	return 1
+}
+
+# ---- servers ----
+cn_port=$(free_port)
+"$NODE" --listen 127.0.0.1:"$cn_port" --node-id bench --l1-size 8G --max-chunk 2M \
+	--workers 2 >"$work/node.log" 2>&1 &
+pids+=($!)
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+	--protected-mode no --io-threads 2 --logfile "$work/redis.log" &
+pids+=($!)
+iperf_port=$(free_port)
+iperf3 -s -B 127.0.0.1 -p "$iperf_port" >"$work/iperf.log" 2>&1 &
+pids+=($!)
+wait_port "$cn_port"
+wait_port "$redis_port"
+wait_port "$iperf_port"
+
+results="$work/results.jsonl"
+cmds="$work/commands.txt"
+: >"$results"
+: >"$cmds"
+
+run_cn() { # label, args...
+	local label=$1
+	shift
+	echo "$BENCH --node 127.0.0.1:PORT $*" >>"$cmds"
+	local out
+	out=$("$BENCH" --node 127.0.0.1:"$cn_port" "$@" --json | tail -n 1)
+	python3 - "$label" "$out" >>"$results" <<'EOF'
+import json, sys
+label, line = sys.argv[1], sys.argv[2]
+r = json.loads(line)
+print(json.dumps({"label": label, "tool": "cachenode-bench", "ops_per_s": r["ops_per_s"],
+                  "req_per_s": r["req_per_s"], "gbytes_per_s": r["gbytes_per_s"],
+                  "p50_us": r["p50_us"], "p99_us": r["p99_us"], "p999_us": r.get("p999_us"),
+                  "errors": r["errors"]}))
+EOF
+}
+
+run_redis() { # label, op(set|get), size, count
+	local label=$1 op=$2 size=$3 n=$4
+	echo "redis-benchmark -p PORT -t $op -d $size -c $CONNS -n $n -r 1000 -P 1 --csv" >>"$cmds"
+	redis-benchmark -h 127.0.0.1 -p "$redis_port" -t "$op" -d "$size" -c "$CONNS" -n "$n" \
+		-r 1000 -P 1 --csv >"$work/rb.csv" 2>/dev/null
+	python3 - "$label" "$size" "$work/rb.csv" >>"$results" <<'EOF'
+import csv, json, sys
+label, size, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = list(csv.reader(open(path)))
+hdr, row = rows[0], rows[1]
+d = dict(zip(hdr, row))
+rps = float(d["rps"])
+print(json.dumps({"label": label, "tool": "redis-benchmark", "ops_per_s": rps, "req_per_s": rps,
+                  "gbytes_per_s": rps * size / 1e9, "p50_us": float(d["p50_latency_ms"]) * 1000,
+                  "p99_us": float(d["p99_latency_ms"]) * 1000, "p999_us": None, "errors": 0}))
+EOF
+}
+
+run_iperf() {
+	echo "iperf3 -c 127.0.0.1 -p PORT -t 5 -J (single stream)" >>"$cmds"
+	iperf3 -c 127.0.0.1 -p "$iperf_port" -t 5 -J >"$work/iperf.json"
+	python3 - "$work/iperf.json" >>"$results" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+bps = r["end"]["sum_received"]["bits_per_second"]
+print(json.dumps({"label": "loopback TCP, 1 stream", "tool": "iperf3", "ops_per_s": None,
+                  "req_per_s": None, "gbytes_per_s": bps / 8 / 1e9, "p50_us": None,
+                  "p99_us": None, "p999_us": None, "errors": 0}))
+EOF
+}
+
+echo "running (this takes a minute or two)..." >&2
+run_iperf
+for size in 256K 1M; do
+	bytes=$([ "$size" = 1M ] && echo 1048576 || echo 262144)
+	n=$([ "$size" = 1M ] && echo "$N1M" || echo "$N256")
+	run_cn "store $size" --op store --size "$size" --count "$n" --depth 1 --conns "$CONNS"
+	run_redis "SET $size" set "$bytes" "$n"
+	run_cn "retrieve $size" --op retrieve --size "$size" --count "$n" --depth 1 --conns "$CONNS"
+	run_redis "GET $size" get "$bytes" "$n"
+done
+run_cn "lookup 32 keys/req" --op lookup --size 4K --keys-per-req 32 --count "$NLOOKUP" \
+	--depth 16 --conns "$CONNS"
+
+python3 - "$results" "$cmds" "$BUILD" "$CONNS" <<'EOF' >"$work/table.md"
+import json, subprocess, sys, platform
+rows = [json.loads(l) for l in open(sys.argv[1])]
+cmds = open(sys.argv[2]).read().strip().splitlines()
+by = {r["label"]: r for r in rows}
+def f(v, fmt):
+    return "-" if v is None else fmt.format(v)
+cpu = "unknown"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+import os
+mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+out = []
+out.append(f"Machine: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Linux {platform.release()}; "
+           f"all on loopback, {sys.argv[4]} connections, one request in flight per connection "
+           "(depth 1) unless noted.\n")
+out.append("| what | tool | ops/s | GB/s | p50 us | p99 us |")
+out.append("|---|---|---:|---:|---:|---:|")
+for r in rows:
+    out.append(f"| {r['label']} | {r['tool']} | {f(r['ops_per_s'], '{:,.0f}')} | "
+               f"{f(r['gbytes_per_s'], '{:.2f}')} | {f(r['p50_us'], '{:.0f}')} | "
+               f"{f(r['p99_us'], '{:.0f}')} |")
+ip = by.get("loopback TCP, 1 stream")
+out.append("\n| target | reached | ratio |")
+out.append("|---|---|---:|")
+def ratio(a, b, what, target):
+    if a in by and b in by and by[b]["gbytes_per_s"]:
+        x = by[a]["gbytes_per_s"] / by[b]["gbytes_per_s"]
+        out.append(f"| {what} >= {target}x | {by[a]['gbytes_per_s']:.2f} vs {by[b]['gbytes_per_s']:.2f} GB/s | {x:.2f}x |")
+ratio("retrieve 1M", "GET 1M", "retrieve 1 MiB vs Redis GET", 1.2)
+ratio("store 1M", "SET 1M", "store 1 MiB vs Redis SET", 1.2)
+ratio("retrieve 1M", "loopback TCP, 1 stream", "retrieve 1 MiB vs iperf3", 0.8)
+ratio("store 1M", "loopback TCP, 1 stream", "store 1 MiB vs iperf3", 0.8)
+lk = by.get("lookup 32 keys/req")
+if lk:
+    out.append(f"| lookup, 32 keys/request >= 200,000 req/s | {lk['req_per_s']:,.0f} req/s (depth 16) | "
+               f"{lk['req_per_s']/200000:.2f}x |")
+out.append("\nCommands (PORT is a free loopback port chosen by the script):\n")
+out.append("```")
+out.extend(cmds)
+out.append("```")
+print("\n".join(out))
+EOF
+
+cat "$work/table.md"
+if [ -z "${NO_DOC:-}" ]; then
+	python3 - docs/benchmarks.md "$work/table.md" <<'EOF'
+import sys, datetime
+doc, table = sys.argv[1], open(sys.argv[2]).read()
+text = open(doc).read()
+b, e = "<!-- bench:begin -->", "<!-- bench:end -->"
+head, rest = text.split(b, 1)
+_, tail = rest.split(e, 1)
+stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+open(doc, "w").write(f"{head}{b}\n_Last run: {stamp} by `make bench`._\n\n{table}\n{e}{tail}")
+EOF
+	echo "docs/benchmarks.md updated" >&2
+fi
