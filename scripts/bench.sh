@@ -141,10 +141,10 @@ out = []
 out.append(f"Machine: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Linux {platform.release()}; "
            f"all on loopback, {sys.argv[4]} connections, one request in flight per connection "
            "(depth 1) unless noted.\n")
-out.append("| what | tool | ops/s | GB/s | p50 us | p99 us |")
+out.append("| what | tool | requests/s | GB/s | p50 us | p99 us |")
 out.append("|---|---|---:|---:|---:|---:|")
 for r in rows:
-    out.append(f"| {r['label']} | {r['tool']} | {f(r['ops_per_s'], '{:,.0f}')} | "
+    out.append(f"| {r['label']} | {r['tool']} | {f(r['req_per_s'], '{:,.0f}')} | "
                f"{f(r['gbytes_per_s'], '{:.2f}')} | {f(r['p50_us'], '{:.0f}')} | "
                f"{f(r['p99_us'], '{:.0f}')} |")
 ip = by.get("loopback TCP, 1 stream")
