@@ -186,6 +186,24 @@ static int fatal(struct sess *s, int32_t status, const char *what)
 
 /* ---- requests ---- */
 
+/*
+ * A batch reply's output entry: meta = u32 n, u32 0, then n entries of
+ * @per_key bytes; room for @nrefs pinned chunks. On allocation failure the
+ * connection is given up (RX_DEAD) and NULL returned.
+ */
+static struct tx_ent *batch_reply(struct sess *s, uint32_t n, uint32_t per_key, unsigned nrefs)
+{
+	struct tx_ent *e = tx_alloc(CN_PROTO_BATCH_HDR + per_key * n, nrefs);
+
+	if (e == NULL) {
+		s->state = RX_DEAD;
+		return NULL;
+	}
+	cn_put_le32(e->meta, n);
+	cn_put_le32(e->meta + 4, 0);
+	return e;
+}
+
 static void do_hello(struct sess *s, const uint8_t *p)
 {
 	const char *id = s->ctx->node_id;
@@ -262,15 +280,12 @@ static void do_status(struct sess *s)
 
 static void do_lookup(struct sess *s, uint32_t n, const struct cn_key *keys)
 {
-	struct tx_ent *e = tx_alloc(8 + n, 0);
+	struct tx_ent *e = batch_reply(s, n, 1, 0);
 	uint32_t prefix = 0;
 
-	if (e == NULL) {
-		s->state = RX_DEAD;
+	if (e == NULL)
 		return;
-	}
 	cn_engine_lookup(s->ctx->engine, s->core, keys, n, &prefix, e->meta + 8);
-	cn_put_le32(e->meta, n);
 	cn_put_le32(e->meta + 4, prefix);
 	CN_STAT_INC(s->st, lookup_reqs);
 	CN_STAT_ADD(s->st, lookup_keys, n);
@@ -281,16 +296,12 @@ static void do_lookup(struct sess *s, uint32_t n, const struct cn_key *keys)
 
 static void do_retrieve(struct sess *s, uint32_t n, const struct cn_key *keys)
 {
-	struct tx_ent *e = tx_alloc(8 + 8 * n, n);
+	struct tx_ent *e = batch_reply(s, n, CN_PROTO_RETR_DESC, n);
 	uint64_t body = 8 + 8ull * n;
 	uint32_t hits = 0;
 
-	if (e == NULL) {
-		s->state = RX_DEAD;
+	if (e == NULL)
 		return;
-	}
-	cn_put_le32(e->meta, n);
-	cn_put_le32(e->meta + 4, 0);
 	for (uint32_t i = 0; i < n; i++) {
 		struct cn_l1_ref ref;
 		int r = cn_engine_retrieve_pin(s->ctx->engine, s->core, &keys[i], &ref);
@@ -318,15 +329,11 @@ static void do_retrieve(struct sess *s, uint32_t n, const struct cn_key *keys)
 
 static void do_delete(struct sess *s, uint32_t n, const struct cn_key *keys)
 {
-	struct tx_ent *e = tx_alloc(8 + 4 * n, 0);
+	struct tx_ent *e = batch_reply(s, n, 4, 0);
 	uint32_t done = 0;
 
-	if (e == NULL) {
-		s->state = RX_DEAD;
+	if (e == NULL)
 		return;
-	}
-	cn_put_le32(e->meta, n);
-	cn_put_le32(e->meta + 4, 0);
 	for (uint32_t i = 0; i < n; i++) {
 		int r = cn_engine_delete(s->ctx->engine, s->core, &keys[i]);
 		cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)cn_status_from_errno(r));
@@ -411,7 +418,7 @@ static void store_begin(struct sess *s, const uint8_t *p)
 static void store_finish(struct sess *s)
 {
 	uint32_t n = s->nitems;
-	struct tx_ent *e = tx_alloc(8 + 4 * n, 0);
+	struct tx_ent *e = batch_reply(s, n, 4, 0);
 
 	for (uint32_t i = 0; i < n; i++) {
 		struct store_item *it = &s->items[i];
@@ -431,12 +438,8 @@ static void store_finish(struct sess *s)
 			cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)it->status);
 	}
 	s->nitems = 0;
-	if (e == NULL) {
-		s->state = RX_DEAD;
+	if (e == NULL)
 		return;
-	}
-	cn_put_le32(e->meta, n);
-	cn_put_le32(e->meta + 4, 0);
 	tx_push(s, e, CN_OP_STORE, 0, CN_OK, 8 + 4 * n);
 	s->state = RX_HDR;
 }
