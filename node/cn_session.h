@@ -13,9 +13,10 @@
  *     duplicate keys, zero-length or oversize chunk) gets an error reply with
  *     the request's opcode; its remaining payload is skipped and the
  *     connection keeps serving;
- *   - STORE payloads are received straight into reserved L1 slabs; a chunk is
- *     committed only when its last byte arrived, and every reserved chunk is
- *     aborted (never visible) if the connection ends first;
+ *   - STORE payloads are received straight into reserved L1 slabs; the
+ *     chunks of a batch are committed together once the batch's last byte
+ *     has arrived, and every reserved chunk is aborted (never visible) if
+ *     the connection ends first;
  *   - RETRIEVE replies are sent straight from pinned slabs, unpinned once the
  *     last byte has left.
  */

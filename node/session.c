@@ -69,9 +69,13 @@ struct sess {
 	uint64_t skip_left;
 	uint8_t *discard;
 
-	/* STORE in progress */
+	/*
+	 * STORE in progress. store_n is the count the frame announced; nitems
+	 * becomes non-zero only once every item is initialised and reservations
+	 * begin, so close() and idle() never look at half-parsed descriptors.
+	 */
 	struct store_item *items;
-	uint32_t items_cap, nitems, cur, cur_off;
+	uint32_t items_cap, store_n, nitems, cur, cur_off;
 
 	struct tx_ent *tx_head, *tx_tail;
 	size_t tx_bytes;
@@ -351,15 +355,15 @@ static int cmp_key_idx(const void *a, const void *b, void *arg)
 	return memcmp(&it[*(const uint32_t *)a].key, &it[*(const uint32_t *)b].key, CN_KEY_LEN);
 }
 
-/* true if two items share a key (n <= max_keys: sort an index array). */
-static bool store_has_dup(struct sess *s)
+/* true if two of the first @n items share a key (n <= max_keys: sort an index array). */
+static bool store_has_dup(struct sess *s, uint32_t n)
 {
 	uint32_t idx[CN_PROTO_MAX_KEYS];
 
-	for (uint32_t i = 0; i < s->nitems; i++)
+	for (uint32_t i = 0; i < n; i++)
 		idx[i] = i;
-	qsort_r(idx, s->nitems, sizeof(idx[0]), cmp_key_idx, s->items);
-	for (uint32_t i = 1; i < s->nitems; i++)
+	qsort_r(idx, n, sizeof(idx[0]), cmp_key_idx, s->items);
+	for (uint32_t i = 1; i < n; i++)
 		if (memcmp(&s->items[idx[i - 1]].key, &s->items[idx[i]].key, CN_KEY_LEN) == 0)
 			return true;
 	return false;
@@ -370,9 +374,10 @@ static void store_begin(struct sess *s, const uint8_t *p)
 {
 	uint64_t sum = 0;
 	uint64_t max_chunk = cn_engine_max_chunk(s->ctx->engine);
-	uint32_t meta = CN_PROTO_BATCH_HDR + s->nitems * CN_PROTO_STORE_DESC;
+	uint32_t n = s->store_n;
+	uint32_t meta = CN_PROTO_BATCH_HDR + n * CN_PROTO_STORE_DESC;
 
-	for (uint32_t i = 0; i < s->nitems; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * CN_PROTO_STORE_DESC;
 		struct store_item *it = &s->items[i];
 
@@ -394,13 +399,14 @@ static void store_begin(struct sess *s, const uint8_t *p)
 		req_error(s, meta, CN_E_INVAL, "chunk lengths do not add up to the frame length");
 		return;
 	}
-	if (store_has_dup(s)) {
+	if (store_has_dup(s, n)) {
 		req_error(s, meta, CN_E_DUP, "duplicate key in batch");
 		return;
 	}
 	CN_STAT_INC(s->st, store_reqs);
-	CN_STAT_ADD(s->st, store_keys, s->nitems);
-	for (uint32_t i = 0; i < s->nitems; i++) {
+	CN_STAT_ADD(s->st, store_keys, n);
+	s->nitems = n; /* every item is initialised: from here on they may hold slabs */
+	for (uint32_t i = 0; i < n; i++) {
 		struct store_item *it = &s->items[i];
 		int r = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len, &it->ref);
 
@@ -531,8 +537,12 @@ static int on_header(struct sess *s, const uint8_t *raw)
 		s->meta_need = plen;
 		break;
 	case CN_OP_STORE:
+		if (plen < CN_PROTO_BATCH_HDR) {
+			req_error(s, 0, CN_E_INVAL, "STORE payload shorter than its batch header");
+			return 0;
+		}
 		s->meta_need = CN_PROTO_BATCH_HDR; /* the count first, then the descriptors */
-		s->nitems = 0;
+		s->store_n = 0;
 		break;
 	default:
 		req_error(s, 0, CN_E_OPCODE, "unknown opcode");
@@ -605,7 +615,7 @@ static void on_meta(struct sess *s, const uint8_t *p)
 			s->items = it;
 			s->items_cap = n;
 		}
-		s->nitems = n;
+		s->store_n = n;
 		s->meta_need = (uint32_t)need; /* stay in RX_META for the descriptors */
 		return;
 	}

@@ -43,6 +43,7 @@ struct tcp_conn {
 	void *sess;
 	uint32_t events;	/* current epoll interest */
 	bool closing;		/* protocol error: flush then close */
+	bool rd_eof;		/* the peer shut its side: send what is owed, then close */
 	struct tcp_conn *prev, *next;
 };
 
@@ -105,8 +106,8 @@ static int resolve(const char *addr, int passive, struct sockaddr_storage *ss, s
 		hints.ai_flags |= AI_PASSIVE;
 	snprintf(port_s, sizeof(port_s), "%u", port);
 	r = getaddrinfo(host, port_s, &hints, &res);
-	if (r != 0)
-		return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	if (r != 0) /* a name that does not resolve is an address we cannot use */
+		return r == EAI_SYSTEM ? -errno : r == EAI_MEMORY ? -ENOMEM : -EADDRNOTAVAIL;
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*sslen = res->ai_addrlen;
 	freeaddrinfo(res);
@@ -385,19 +386,24 @@ static void conn_event(struct tcp_conn *c, uint32_t events, bool draining)
 	int r = 0, tx;
 	uint32_t want;
 
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+	if (!c->rd_eof && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
 		r = conn_read(c);
 		if (r < 0) {
 			conn_close(c, r);
 			return;
 		}
+		c->rd_eof = r == 1;
 	}
 	tx = conn_flush(c);
 	if (tx < 0) {
 		conn_close(c, tx);
 		return;
 	}
-	if (r == 1) { /* peer closed its side: nothing more can be asked of us */
+	/*
+	 * The peer shut its sending side (it may still be reading): nothing more
+	 * can be asked of us, but every reply owed is sent before closing.
+	 */
+	if (c->rd_eof && tx == 0) {
 		conn_close(c, so->idle(c->sess) ? 0 : -ECONNRESET);
 		return;
 	}
@@ -407,7 +413,7 @@ static void conn_event(struct tcp_conn *c, uint32_t events, bool draining)
 	}
 	/* Input interest (and RDHUP, which is level-triggered too) only while reading. */
 	want = 0;
-	if (!c->closing && !so->rx_paused(c->sess))
+	if (!c->closing && !c->rd_eof && !so->rx_paused(c->sess))
 		want |= EPOLLIN | EPOLLRDHUP;
 	if (tx == 1)
 		want |= EPOLLOUT;

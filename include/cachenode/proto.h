@@ -74,12 +74,18 @@ struct cn_key {
  * DELETE   req: u32 n, u32 0, key[n]
  *          rep: u32 n, u32 0, i32 status[n]
  * STATUS   req: empty; rep: a JSON document (UTF-8, not NUL-terminated)
- * ERROR    rep only: sent with the request's req_id (0 if unknown) when the
- *          header itself is unusable; payload = message; CN_F_CLOSE set.
+ * ERROR    rep only, then the node closes the connection (CN_F_CLOSE set):
+ *          sent with the request's req_id (0 if the magic was wrong) when the
+ *          header is unusable (magic, checksum, version, reserved bits, a
+ *          reply flag) or a payload length is over what that opcode may carry
+ *          (frame cap, PING > 4096, STATUS with a payload, HELLO name, a key
+ *          batch longer than 8 + 32 * max_keys): the node will not read it.
  *
- * A request-level error (bad batch, limit exceeded) is a reply with the
- * request's opcode, status != CN_OK and the message as payload; the request's
- * payload is skipped and the connection stays open.
+ * A request-level error (a well-framed request that is wrong: unknown opcode,
+ * key count 0 or not matching the frame, zero-length or oversize chunk,
+ * duplicate keys, lengths not adding up) is a reply with the request's
+ * opcode, status != CN_OK and the message as payload; the rest of the
+ * request's payload is skipped and the connection stays open.
  */
 enum cn_op {
 	CN_OP_HELLO = 1,
