@@ -8,10 +8,20 @@
 #define CN_TEST_EAL_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+
+/* --no-shconf still leaves an empty <runtime>/dpdk/<prefix> directory: remove it at exit. */
+static char cn_test_eal_dir[4096];
+
+static inline void cn_test_eal_rmdir(void)
+{
+	if (cn_test_eal_dir[0])
+		rmdir(cn_test_eal_dir);
+}
 
 static inline int cn_test_eal_init(const char *name)
 {
@@ -27,6 +37,8 @@ static inline int cn_test_eal_init(const char *name)
 		fprintf(stderr, "%s: rte_eal_init: %s\n", name, rte_strerror(rte_errno));
 		return -rte_errno;
 	}
+	snprintf(cn_test_eal_dir, sizeof(cn_test_eal_dir), "%s", rte_eal_get_runtime_dir());
+	atexit(cn_test_eal_rmdir);
 	return 0;
 }
 

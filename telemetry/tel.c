@@ -1,0 +1,567 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Telemetry context: per-core rings, the drain thread, per-op histograms,
+ * subscribers, the built-in rate-limited error log, and the metric tables.
+ *
+ * Threads:
+ *   - each core emits into its own ring (cn_tel_emit, inline in cn_tel.h);
+ *   - one drain pass at a time, under priv->lock: the drain thread, or
+ *     cn_tel_drain_once() on a caller's thread. Whoever holds the lock is the
+ *     only consumer of the rings and the only writer of histograms, drain
+ *     stats, the pairer and the subscribers;
+ *   - readers on any thread: relaxed loads (cn_tel_op_hist, cn_tel_drain_stats);
+ *   - create / subscribe / start / stop / destroy: one control thread.
+ *
+ * Rings hold exactly ring_size events (RING_F_EXACT_SZ: DPDK sizes the ring
+ * to the next power of two above ring_size, so it allocates 2 * ring_size
+ * slots, and caps it at ring_size), so "a ring of 64 takes 64 events before
+ * it drops" holds literally.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <rte_common.h>
+#include <rte_errno.h>
+#include <rte_cycles.h>
+#include <rte_lcore.h>
+#include <rte_log.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "cn_tel.h"
+
+#define TEL_BURST	 256	/* events per dequeue */
+#define TEL_MAX_SUBS	 16	/* including the built-in log */
+#define TEL_PAIRER_CAP	 65536	/* open sessions the drain can hold */
+#define TEL_EXPIRE_S	 10	/* a START unanswered this long is unmatched */
+#define TEL_LOG_PERIOD_S 1	/* at most one error line per op per period */
+
+/* ---- metric and op tables ---- */
+
+const struct cn_metric_desc cn_tel_core_metric_desc[] = {CN_TEL_CORE_METRICS(CN_METRIC_DESC)};
+const unsigned cn_tel_core_metric_count = 0 CN_TEL_CORE_METRICS(CN_METRIC_COUNT);
+const struct cn_metric_desc cn_tel_drain_metric_desc[] = {CN_TEL_DRAIN_METRICS(CN_METRIC_DESC)};
+const unsigned cn_tel_drain_metric_count = 0 CN_TEL_DRAIN_METRICS(CN_METRIC_COUNT);
+
+const char *const cn_tel_op_names[CN_TEL_OP_MAX] = {
+#define X(n, h) [CN_TEL_OP_##n] = #n,
+	CN_TEL_OPS(X)
+#undef X
+};
+
+const char *const cn_tel_op_help[CN_TEL_OP_MAX] = {
+#define X(n, h) [CN_TEL_OP_##n] = h,
+	CN_TEL_OPS(X)
+#undef X
+};
+
+int cn_tel_op_find(const char *name)
+{
+	if (name == NULL)
+		return -1;
+	for (int i = 0; i < CN_TEL_OP_MAX; i++)
+		if (strcmp(name, cn_tel_op_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* ---- private state ---- */
+
+struct tel_sub {
+	const struct cn_tel_sub_ops *ops;
+	void *arg;
+};
+
+struct tel_log_op {
+	uint64_t last_tsc;
+	uint64_t suppressed;
+	bool logged;
+};
+
+/* The built-in error log; slot CN_TEL_OP_MAX collects unknown ops. */
+struct tel_log {
+	uint64_t period_tsc;
+	struct tel_log_op op[CN_TEL_OP_MAX + 1];
+};
+
+enum tel_state {
+	TEL_CREATED,
+	TEL_RUNNING,
+	TEL_STOPPED,
+};
+
+struct cn_tel_priv {
+	pthread_mutex_t lock; /* one drain pass at a time */
+	unsigned ring_size;   /* events each ring holds; 0 when disabled */
+	uint64_t hz;
+	enum tel_state state;
+	bool thread_started;
+	bool stop;	      /* atomic: tells the drain thread to leave */
+	pthread_t thread;
+	struct cn_tel_pairer *pairer;
+	uint64_t next_expire_tsc;
+	unsigned nsub;
+	struct tel_sub sub[TEL_MAX_SUBS];
+	struct tel_log log;
+	struct cn_tel_drain_stats st CN_CACHE_ALIGNED;
+	struct cn_hist hist[CN_TEL_OP_MAX];
+	struct cn_tel_event burst[TEL_BURST];
+} CN_CACHE_ALIGNED;
+
+static uint64_t tsc_to_ns(uint64_t d, uint64_t hz)
+{
+	if (hz == 0)
+		return 0;
+	return (d / hz) * UINT64_C(1000000000) + (d % hz) * UINT64_C(1000000000) / hz;
+}
+
+static const char *op_name(unsigned op)
+{
+	return op < CN_TEL_OP_MAX ? cn_tel_op_names[op] : "unknown";
+}
+
+/* ---- the built-in log subscriber ---- */
+
+/*
+ * Logs END events with an error status, except the expected misses
+ * (-ENOENT: key absent, -EEXIST: already stored). At most one line per op per
+ * second; the next line (or the flush after the quiet second, or close) says
+ * how many were suppressed in between.
+ */
+static int log_event(void *arg, const struct cn_tel_event *ev)
+{
+	struct tel_log *l = arg;
+	struct tel_log_op *o;
+	uint64_t now;
+	char more[48] = "";
+
+	if (ev->type != CN_TEL_END || ev->status >= 0 || ev->status == -ENOENT ||
+	    ev->status == -EEXIST)
+		return 0;
+	o = &l->op[ev->op < CN_TEL_OP_MAX ? ev->op : CN_TEL_OP_MAX];
+	now = rte_rdtsc();
+	if (o->logged && now - o->last_tsc < l->period_tsc) {
+		o->suppressed++;
+		return 0;
+	}
+	if (o->suppressed != 0)
+		snprintf(more, sizeof(more), " (%" PRIu64 " similar suppressed)", o->suppressed);
+	RTE_LOG(WARNING, USER1,
+		"cachenode: %s failed on core %u: %s (status %d, session %#" PRIx64 ")%s\n",
+		op_name(ev->op), (unsigned)ev->core,
+		strerror(ev->status == INT32_MIN ? INT32_MAX : -ev->status), (int)ev->status,
+		ev->session, more);
+	o->suppressed = 0;
+	o->last_tsc = now;
+	o->logged = true;
+	return 0;
+}
+
+static void log_suppressed(struct tel_log *l, bool all)
+{
+	uint64_t now = rte_rdtsc();
+
+	for (unsigned i = 0; i <= CN_TEL_OP_MAX; i++) {
+		struct tel_log_op *o = &l->op[i];
+
+		if (o->suppressed == 0 || (!all && now - o->last_tsc < l->period_tsc))
+			continue;
+		RTE_LOG(WARNING, USER1, "cachenode: %s: %" PRIu64 " more failures suppressed\n",
+			op_name(i), o->suppressed);
+		o->suppressed = 0;
+		o->last_tsc = now;
+	}
+}
+
+static int log_flush(void *arg)
+{
+	log_suppressed(arg, false);
+	return 0;
+}
+
+/* Does not free: the state lives in cn_tel_priv. */
+static void log_close(void *arg)
+{
+	log_suppressed(arg, true);
+}
+
+static const struct cn_tel_sub_ops log_ops = {
+	.name = "log",
+	.event = log_event,
+	.flush = log_flush,
+	.close = log_close,
+};
+
+/* ---- the drain ---- */
+
+static void sub_failed(struct cn_tel_priv *p)
+{
+	CN_STAT_INC(&p->st, subscriber_errors);
+}
+
+static void span_done(struct cn_tel_priv *p, const struct cn_tel_span *sp)
+{
+	CN_STAT_INC(&p->st, spans);
+	if (sp->op < CN_TEL_OP_MAX) {
+		uint64_t d = sp->end_tsc > sp->start_tsc ? sp->end_tsc - sp->start_tsc : 0;
+
+		cn_hist_add(&p->hist[sp->op], tsc_to_ns(d, p->hz));
+	}
+	for (unsigned i = 0; i < p->nsub; i++) {
+		const struct cn_tel_sub_ops *ops = p->sub[i].ops;
+
+		if (ops->span != NULL && ops->span(p->sub[i].arg, sp) < 0)
+			sub_failed(p);
+	}
+}
+
+static void handle_event(struct cn_tel_priv *p, const struct cn_tel_event *ev)
+{
+	struct cn_tel_span sp;
+	unsigned open;
+
+	for (unsigned i = 0; i < p->nsub; i++) {
+		const struct cn_tel_sub_ops *ops = p->sub[i].ops;
+
+		if (ops->event != NULL && ops->event(p->sub[i].arg, ev) < 0)
+			sub_failed(p);
+	}
+	if (ev->type != CN_TEL_START && ev->type != CN_TEL_END)
+		return; /* POINT: subscribers only */
+	open = cn_tel_pairer_open(p->pairer);
+	if (cn_tel_pairer_feed(p->pairer, ev, &sp) == 1)
+		span_done(p, &sp);
+	else if (cn_tel_pairer_open(p->pairer) == open)
+		CN_STAT_INC(&p->st, spans_unmatched); /* table full, or a duplicate half */
+}
+
+/*
+ * One pass over every ring, under p->lock. Takes at most ring_size events
+ * from a core per pass so a busy core cannot keep the drain from the others.
+ * drain_lag_ns is set by passes that move events (an empty pass leaves the
+ * last figure): the largest (dequeue time - tsc of the oldest event of a
+ * burst). Returns the number of events moved.
+ */
+static unsigned drain_pass(struct cn_tel *t)
+{
+	struct cn_tel_priv *p = t->priv;
+	unsigned moved = 0;
+	uint64_t lag = 0, now;
+
+	for (unsigned c = 0; c < t->ncores; c++) {
+		struct rte_ring *r = t->core[c].ring;
+		unsigned budget = p->ring_size;
+
+		while (budget > 0) {
+			unsigned want = RTE_MIN(budget, (unsigned)TEL_BURST);
+			unsigned n = rte_ring_sc_dequeue_burst_elem(r, p->burst, sizeof(p->burst[0]),
+								    want, NULL);
+
+			if (n == 0)
+				break;
+			now = rte_rdtsc();
+			/* a ring is in time order: burst[0] is the oldest of the burst */
+			if (now > p->burst[0].tsc && now - p->burst[0].tsc > lag)
+				lag = now - p->burst[0].tsc;
+			for (unsigned i = 0; i < n; i++)
+				handle_event(p, &p->burst[i]);
+			moved += n;
+			budget -= n;
+			if (n < want)
+				break;
+		}
+	}
+	CN_STAT_INC(&p->st, drain_passes);
+	if (moved != 0) {
+		CN_STAT_ADD(&p->st, drained, moved);
+		CN_STAT_SET(&p->st, drain_lag_ns, tsc_to_ns(lag, p->hz));
+		for (unsigned i = 0; i < p->nsub; i++) {
+			const struct cn_tel_sub_ops *ops = p->sub[i].ops;
+
+			if (ops->flush != NULL && ops->flush(p->sub[i].arg) < 0)
+				sub_failed(p);
+		}
+	}
+	now = rte_rdtsc();
+	if (now >= p->next_expire_tsc) {
+		CN_STAT_ADD(&p->st, spans_unmatched, cn_tel_pairer_expire(p->pairer, now));
+		p->next_expire_tsc = now + p->hz;
+	}
+	return moved;
+}
+
+unsigned cn_tel_drain_once(struct cn_tel *t)
+{
+	unsigned n;
+
+	if (t == NULL || !t->enabled)
+		return 0;
+	pthread_mutex_lock(&t->priv->lock);
+	n = drain_pass(t);
+	pthread_mutex_unlock(&t->priv->lock);
+	return n;
+}
+
+static void *drain_main(void *arg)
+{
+	struct cn_tel *t = arg;
+	const struct timespec idle = {.tv_nsec = CN_TEL_DRAIN_IDLE_US * 1000L};
+
+	while (!__atomic_load_n(&t->priv->stop, __ATOMIC_ACQUIRE)) {
+		if (cn_tel_drain_once(t) == 0)
+			nanosleep(&idle, NULL);
+	}
+	return NULL;
+}
+
+/* ---- life cycle ---- */
+
+static void free_rings(struct cn_tel *t)
+{
+	for (unsigned c = 0; c < t->ncores; c++) {
+		rte_ring_free(t->core[c].ring);
+		t->core[c].ring = NULL;
+	}
+}
+
+/*
+ * cn_tel_create - validate @cfg and build the context; no thread yet.
+ * ring_size 0 means CN_TEL_RING_DEFAULT; otherwise a power of two >= 64, and
+ * each ring then holds exactly ring_size events. Ring names are
+ * "<cfg->name>_tel<core>" (name NULL: "cn") and must be unique in the
+ * process: a second context with the same name fails with -EEXIST, a name
+ * too long for RTE_RING_NAMESIZE with -ENAMETOOLONG. With cfg->enabled false
+ * no ring and no pairer is made; emit returns at once and readers report 0.
+ * Returns 0 and *out (owned by the caller, release with cn_tel_destroy), or
+ * -EINVAL, -ENOMEM, -ENODEV (EAL not initialised) or a ring error.
+ */
+int cn_tel_create(const struct cn_tel_cfg *cfg, struct cn_tel **out)
+{
+	const char *name;
+	char rname[RTE_RING_NAMESIZE];
+	unsigned size;
+	struct cn_tel *t;
+	struct cn_tel_priv *p;
+	int ret;
+
+	if (cfg == NULL || out == NULL || cfg->ncores == 0 || cfg->ncores > CN_MAX_CORES)
+		return -EINVAL;
+	size = cfg->ring_size != 0 ? cfg->ring_size : CN_TEL_RING_DEFAULT;
+	if (size < 64 || (size & (size - 1)) != 0)
+		return -EINVAL;
+	name = cfg->name != NULL ? cfg->name : "cn";
+	if ((size_t)snprintf(rname, sizeof(rname), "%s_tel%u", name, cfg->ncores - 1) >=
+	    sizeof(rname))
+		return -ENAMETOOLONG;
+
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	t->ncores = cfg->ncores;
+	t->core = aligned_alloc(CN_CACHE_LINE, sizeof(t->core[0]) * cfg->ncores);
+	if (t->core == NULL) {
+		ret = -ENOMEM;
+		goto free_tel;
+	}
+	memset(t->core, 0, sizeof(t->core[0]) * cfg->ncores);
+	p = aligned_alloc(CN_CACHE_LINE, sizeof(*p));
+	if (p == NULL) {
+		ret = -ENOMEM;
+		goto free_core;
+	}
+	memset(p, 0, sizeof(*p));
+	t->priv = p;
+	ret = -pthread_mutex_init(&p->lock, NULL);
+	if (ret < 0)
+		goto free_priv;
+	p->hz = rte_get_tsc_hz();
+	p->log.period_tsc = p->hz * TEL_LOG_PERIOD_S;
+	for (unsigned i = 0; i < CN_TEL_OP_MAX; i++)
+		cn_hist_reset(&p->hist[i]);
+	if (!cfg->enabled) {
+		*out = t;
+		return 0;
+	}
+
+	if (p->hz == 0) {
+		ret = -ENODEV;
+		goto destroy_lock;
+	}
+	ret = cn_tel_pairer_create(TEL_PAIRER_CAP, p->hz * TEL_EXPIRE_S, &p->pairer);
+	if (ret < 0)
+		goto destroy_lock;
+	p->next_expire_tsc = rte_rdtsc() + p->hz;
+	for (unsigned c = 0; c < cfg->ncores; c++) {
+		snprintf(rname, sizeof(rname), "%s_tel%u", name, c);
+		t->core[c].ring = rte_ring_create_elem(rname, sizeof(struct cn_tel_event), size,
+						       cfg->socket_id,
+						       RING_F_SP_ENQ | RING_F_SC_DEQ | RING_F_EXACT_SZ);
+		if (t->core[c].ring == NULL) {
+			ret = rte_errno > 0 ? -rte_errno : -ENOMEM;
+			goto free_rings;
+		}
+	}
+	p->ring_size = size;
+	p->sub[p->nsub++] = (struct tel_sub){.ops = &log_ops, .arg = &p->log};
+	t->enabled = true;
+	*out = t;
+	return 0;
+
+free_rings:
+	free_rings(t);
+	cn_tel_pairer_destroy(&p->pairer);
+destroy_lock:
+	pthread_mutex_destroy(&p->lock);
+free_priv:
+	free(p);
+free_core:
+	free(t->core);
+free_tel:
+	free(t);
+	return ret;
+}
+
+/*
+ * Before cn_tel_start(). On success @arg belongs to telemetry until
+ * ops->close(arg) (at cn_tel_stop or cn_tel_destroy); on error (-EINVAL,
+ * -EBUSY once started, -ENOSPC past TEL_MAX_SUBS) the caller keeps it.
+ * Works with telemetry disabled too: the subscriber then sees nothing but
+ * close().
+ */
+int cn_tel_subscribe(struct cn_tel *t, const struct cn_tel_sub_ops *ops, void *arg)
+{
+	struct cn_tel_priv *p;
+
+	if (t == NULL || ops == NULL)
+		return -EINVAL;
+	p = t->priv;
+	if (p->state != TEL_CREATED)
+		return -EBUSY;
+	if (p->nsub >= TEL_MAX_SUBS)
+		return -ENOSPC;
+	p->sub[p->nsub++] = (struct tel_sub){.ops = ops, .arg = arg};
+	return 0;
+}
+
+/* Once only: -EBUSY after a start or a stop. Disabled telemetry starts no thread. */
+int cn_tel_start(struct cn_tel *t)
+{
+	struct cn_tel_priv *p;
+	int ret;
+
+	if (t == NULL)
+		return -EINVAL;
+	p = t->priv;
+	if (p->state != TEL_CREATED)
+		return -EBUSY;
+	if (t->enabled) {
+		__atomic_store_n(&p->stop, false, __ATOMIC_RELAXED);
+		ret = rte_ctrl_thread_create(&p->thread, "cn-tel-drain", NULL, drain_main, t);
+		if (ret != 0)
+			return ret < 0 ? ret : -ret;
+		p->thread_started = true;
+	}
+	p->state = TEL_RUNNING;
+	return 0;
+}
+
+/*
+ * Stops the drain thread (if any), then drains once more on the caller's
+ * thread, so every event emitted before the call reaches the histograms and
+ * the subscribers; STARTs still open then will never end and are counted as
+ * spans_unmatched. Closes the subscribers. Safe to call twice, or without
+ * cn_tel_start(). cn_tel_drain_once() still works afterwards (histograms and
+ * stats only: no subscriber remains).
+ */
+void cn_tel_stop(struct cn_tel *t)
+{
+	struct cn_tel_priv *p;
+
+	if (t == NULL || t->priv->state == TEL_STOPPED)
+		return;
+	p = t->priv;
+	if (p->thread_started) {
+		__atomic_store_n(&p->stop, true, __ATOMIC_RELEASE);
+		pthread_join(p->thread, NULL);
+		p->thread_started = false;
+	}
+	if (t->enabled) {
+		pthread_mutex_lock(&p->lock);
+		drain_pass(t);
+		CN_STAT_ADD(&p->st, spans_unmatched, cn_tel_pairer_expire(p->pairer, UINT64_MAX));
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < p->nsub; i++)
+		if (p->sub[i].ops->close != NULL)
+			p->sub[i].ops->close(p->sub[i].arg);
+	p->nsub = 0;
+	p->state = TEL_STOPPED;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Stops if needed (see cn_tel_stop), frees everything, clears *tp. NULL is fine. */
+void cn_tel_destroy(struct cn_tel **tp)
+{
+	struct cn_tel *t;
+
+	if (tp == NULL || *tp == NULL)
+		return;
+	t = *tp;
+	cn_tel_stop(t);
+	free_rings(t);
+	cn_tel_pairer_destroy(&t->priv->pairer);
+	pthread_mutex_destroy(&t->priv->lock);
+	free(t->priv);
+	free(t->core);
+	free(t);
+	*tp = NULL;
+}
+
+/* ---- readers (any thread) ---- */
+
+/* A copy of @op's latency histogram (ns); all zero for a bad op or when disabled. */
+void cn_tel_op_hist(const struct cn_tel *t, enum cn_tel_op op, struct cn_hist *out)
+{
+	if (t == NULL || (unsigned)op >= CN_TEL_OP_MAX) {
+		cn_hist_reset(out);
+		return;
+	}
+	cn_hist_snapshot(&t->priv->hist[op], out);
+}
+
+void cn_tel_drain_stats(const struct cn_tel *t, struct cn_tel_drain_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (t == NULL)
+		return;
+#define X(n, ty, h) out->n = CN_STAT_GET(&t->priv->st, n);
+	CN_TEL_DRAIN_METRICS(X)
+#undef X
+}
+
+/* Events waiting in @core's ring (0 when disabled or out of range). */
+unsigned cn_tel_ring_depth(const struct cn_tel *t, unsigned core)
+{
+	if (t == NULL || !t->enabled || core >= t->ncores)
+		return 0;
+	return rte_ring_count(t->core[core].ring);
+}
+
+/* Events each ring holds before it drops (0 when disabled). */
+unsigned cn_tel_ring_size(const struct cn_tel *t)
+{
+	if (t == NULL || !t->enabled)
+		return 0;
+	return t->priv->ring_size;
+}
+
+uint64_t cn_tel_tsc_hz(void)
+{
+	return rte_get_tsc_hz();
+}
