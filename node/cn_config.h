@@ -7,6 +7,7 @@
 #ifndef CN_CONFIG_H
 #define CN_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,7 +23,13 @@
 	X(eviction, "POLICY", "lru", "eviction policy (lru)")                                  \
 	X(transport, "NAME", "auto", "client transport: auto or tcp (verbs comes with RDMA)")  \
 	X(shutdown_grace, "MS", "5000", "on SIGTERM, how long in-flight requests may finish")   \
-	X(log_level, "LEVEL", "notice", "error, warning, notice, info or debug")
+	X(log_level, "LEVEL", "notice", "error, warning, notice, info or debug")                \
+	X(http, "HOST:PORT", "127.0.0.1:9190", "HTTP for /metrics, /api/status, /api/healthz; off = none") \
+	X(no_telemetry, "", "", "switch telemetry events off (counters stay)")                 \
+	X(telemetry_ring_size, "N", "16384", "events per core ring (power of two, 64..16M)")    \
+	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")
+
+/* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
 struct cn_config {
 	char listen[128];
@@ -34,6 +41,10 @@ struct cn_config {
 	char transport[16];
 	unsigned shutdown_grace;
 	int log_level; /* RTE_LOG_ERR .. RTE_LOG_DEBUG */
+	char http[128]; /* "" = no HTTP server */
+	bool telemetry;
+	unsigned telemetry_ring_size;
+	char trace_spans[256];
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;

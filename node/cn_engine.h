@@ -6,6 +6,13 @@
  *
  * Every call takes @core, the caller's per-core slot (worker index, or the
  * control-plane slot nworkers); see struct cn_engine_cfg.ncores.
+ *
+ * Telemetry: every operation emits a START and an END event with one session
+ * id on @core's ring: lookup (a key batch), store (one chunk, from
+ * store_begin to commit/abort, so the span covers receiving the payload),
+ * retrieve (one chunk, from pin to unpin, so the span covers sending it),
+ * delete; evictions caused by a store are POINT events (keys = chunks
+ * evicted, bytes = their bytes). With telemetry off this is one branch.
  * Chunks handed out through struct cn_l1_ref are lent: a reserved chunk
  * until store_commit/store_abort, a pinned one until unpin.
  */
@@ -17,6 +24,7 @@
 
 #include <cachenode/proto.h>
 #include "cn_l1.h"
+#include "cn_tel.h"
 
 struct cn_engine;
 
@@ -27,6 +35,7 @@ struct cn_engine_cfg {
 	unsigned ncores;      /* per-core slots (workers + control plane) */
 	int socket_id;	      /* -1 = any */
 	const char *name;     /* unique per process; NULL = "cn" */
+	struct cn_tel *tel;   /* events go here; NULL or disabled = none. Not owned. */
 };
 
 /* Returns 0 and *out (caller owns; cn_engine_destroy()), or -errno from the tiers. */

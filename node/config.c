@@ -219,6 +219,43 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 		return fail(err, errlen, "--%s '%s': expected error, warning, notice, info or debug",
 			    dn, v);
 	}
+	case OPT_http: {
+		const char *colon = strrchr(v, ':');
+		char *end;
+		unsigned long port;
+
+		if (strcmp(v, "off") == 0 || *v == '\0') {
+			cfg->http[0] = '\0';
+			return 0;
+		}
+		if (colon == NULL || colon == v || copy_str(v, cfg->http, sizeof(cfg->http)))
+			return fail(err, errlen, "--%s '%s': expected HOST:PORT or off", dn, v);
+		port = strtoul(colon + 1, &end, 10);
+		if (colon[1] == '\0' || *end != '\0' || port > 65535)
+			return fail(err, errlen, "--%s '%s': bad port", dn, v);
+		return 0;
+	}
+	case OPT_no_telemetry:
+		if (*v == '\0' || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
+		    strcmp(v, "1") == 0) {
+			cfg->telemetry = false;
+			return 0;
+		}
+		if (strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 || strcmp(v, "0") == 0) {
+			cfg->telemetry = true;
+			return 0;
+		}
+		return fail(err, errlen, "--%s: expected true or false, not '%s'", dn, v);
+	case OPT_telemetry_ring_size:
+		if (parse_uint(v, 64, 1u << 24, &u) < 0 || (u & (u - 1)) != 0)
+			return fail(err, errlen, "--%s '%s': expected a power of two, 64..16777216",
+				    dn, v);
+		cfg->telemetry_ring_size = u;
+		return 0;
+	case OPT_trace_spans:
+		if (copy_str(v, cfg->trace_spans, sizeof(cfg->trace_spans)))
+			return fail(err, errlen, "--%s: path too long", dn);
+		return 0;
 	default:
 		return fail(err, errlen, "internal: option %d", (int)id);
 	}
@@ -301,7 +338,8 @@ void cn_config_usage(FILE *f, const char *prog)
 		char dn[32], lhs[64];
 
 		dash_name(opt_rows[o].name, dn, sizeof(dn));
-		snprintf(lhs, sizeof(lhs), "--%s %s", dn, opt_rows[o].arg);
+		snprintf(lhs, sizeof(lhs), "--%s%s%s", dn, opt_rows[o].arg[0] ? " " : "",
+			 opt_rows[o].arg);
 		fprintf(f, "  %-26s %s", lhs, opt_rows[o].help);
 		if (opt_rows[o].def[0])
 			fprintf(f, " [%s]", opt_rows[o].def);
@@ -311,8 +349,9 @@ void cn_config_usage(FILE *f, const char *prog)
 		"--version", "show the version and exit", "--list-metrics",
 		"print every counter of the STATUS reply as Markdown and exit");
 	fprintf(f, "EAL arguments after -- replace or extend the defaults\n"
-		   "(--no-huge -m <128 MiB + 1/16 of --l1-size> --no-pci --no-shconf\n"
-		   " --file-prefix cachenode-<node-id>"
+		   "(--no-huge --no-shconf [dropped by hugepage options], -m <128 MiB + 1/16 of\n"
+		   " --l1-size> [dropped by -m/--socket-mem], --no-pci, --file-prefix\n"
+		   " cachenode-<node-id>"
 		   " and one lcore per worker plus the main lcore).\n");
 }
 
@@ -324,11 +363,14 @@ int cn_config_parse(int argc, char **argv, struct cn_config *cfg, FILE *out, cha
 	int dashdash = argc, r;
 
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->telemetry = true;
 	for (size_t o = 0; o < NOPTS; o++) {
 		if (opt_rows[o].def[0] && apply(cfg, (enum opt_id)o, opt_rows[o].def, err, errlen))
 			return -EINVAL; /* a bad built-in default is a bug */
 		dash_name(opt_rows[o].name, names[o], sizeof(names[o]));
-		lopts[o] = (struct option){names[o], required_argument, NULL, (int)o + 1000};
+		lopts[o] = (struct option){names[o], opt_rows[o].arg[0] ? required_argument
+									: no_argument,
+					   NULL, (int)o + 1000};
 	}
 	lopts[NOPTS] = (struct option){"help", no_argument, NULL, OPT_HELP + 1000};
 	lopts[NOPTS + 1] = (struct option){"version", no_argument, NULL, OPT_VERSION + 1000};
@@ -374,7 +416,7 @@ int cn_config_parse(int argc, char **argv, struct cn_config *cfg, FILE *out, cha
 			fprintf(out, "cachenode %s\n", CN_VERSION);
 			return 1;
 		}
-		if ((r = apply(cfg, (enum opt_id)c, optarg, err, errlen)) < 0)
+		if ((r = apply(cfg, (enum opt_id)c, optarg ? optarg : "", err, errlen)) < 0)
 			return r;
 	}
 	if (optind < dashdash)
@@ -396,8 +438,5 @@ int cn_config_parse(int argc, char **argv, struct cn_config *cfg, FILE *out, cha
 		snprintf(cfg->node_id, sizeof(cfg->node_id), "%.50s-%s", host, port);
 	}
 	snprintf(cfg->file_prefix, sizeof(cfg->file_prefix), "cachenode-%s", cfg->node_id);
-	for (char *p = cfg->file_prefix; *p; p++)
-		if (*p == '.')
-			*p = '_';
 	return 0;
 }

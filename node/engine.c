@@ -13,7 +13,12 @@
 struct cn_engine {
 	struct cn_l1 *l1;
 	uint64_t max_chunk;
+	struct cn_tel *tel;
+	bool tel_on;
 };
+
+#define EMIT(e, core, type, op, sid, keys, bytes, st)                                           \
+	cn_tel_emit((e)->tel, core, type, op, sid, keys, bytes, CN_TIER_L1, st)
 
 int cn_engine_create(const struct cn_engine_cfg *cfg, struct cn_engine **out)
 {
@@ -39,6 +44,8 @@ int cn_engine_create(const struct cn_engine_cfg *cfg, struct cn_engine **out)
 		return r;
 	}
 	e->max_chunk = cfg->max_chunk;
+	e->tel = cfg->tel;
+	e->tel_on = cfg->tel != NULL && cfg->tel->enabled;
 	*out = e;
 	return 0;
 }
@@ -65,42 +72,107 @@ uint64_t cn_engine_max_chunk(const struct cn_engine *e)
 int cn_engine_lookup(struct cn_engine *e, unsigned core, const struct cn_key *keys, uint32_t n,
 		     uint32_t *prefix, uint8_t *tiers)
 {
-	uint32_t p = cn_l1_contains_prefix(e->l1, core, keys, n);
+	uint64_t sid = 0;
+	uint32_t p;
 
+	if (e->tel_on) {
+		sid = cn_tel_session(e->tel, core);
+		EMIT(e, core, CN_TEL_START, CN_TEL_OP_lookup, sid, n, 0, 0);
+	}
+	p = cn_l1_contains_prefix(e->l1, core, keys, n);
 	*prefix = p;
 	for (uint32_t i = 0; tiers && i < n; i++)
 		tiers[i] = i < p ? CN_TIER_L1 : CN_TIER_NONE;
+	if (e->tel_on)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_lookup, sid, p, 0, 0);
 	return 0;
 }
 
 int cn_engine_store_begin(struct cn_engine *e, unsigned core, const struct cn_key *key,
 			  uint32_t len, struct cn_l1_ref *ref)
 {
-	return cn_l1_reserve(e->l1, core, key, len, ref);
+	const struct cn_l1_stats *st = cn_l1_core_stats(e->l1, core);
+	uint64_t ev0 = 0, evb0 = 0, sid;
+	int r;
+
+	if (!e->tel_on)
+		return cn_l1_reserve(e->l1, core, key, len, ref);
+	sid = cn_tel_session(e->tel, core);
+	EMIT(e, core, CN_TEL_START, CN_TEL_OP_store, sid, 1, len, 0);
+	ev0 = CN_STAT_GET(st, evictions);
+	evb0 = CN_STAT_GET(st, evicted_bytes);
+	r = cn_l1_reserve(e->l1, core, key, len, ref);
+	if (CN_STAT_GET(st, evictions) != ev0)
+		EMIT(e, core, CN_TEL_POINT, CN_TEL_OP_evict, sid,
+		     (uint32_t)(CN_STAT_GET(st, evictions) - ev0),
+		     CN_STAT_GET(st, evicted_bytes) - evb0, 0);
+	if (r < 0)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, r);
+	else
+		ref->session = sid;
+	return r;
 }
 
 int cn_engine_store_commit(struct cn_engine *e, unsigned core, struct cn_l1_ref *ref)
 {
-	return cn_l1_commit(e->l1, core, ref);
+	uint64_t sid = ref->session;
+	uint32_t len = ref->len;
+	int r = cn_l1_commit(e->l1, core, ref);
+
+	if (e->tel_on)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, r);
+	return r;
 }
 
 void cn_engine_store_abort(struct cn_engine *e, unsigned core, struct cn_l1_ref *ref)
 {
+	uint64_t sid = ref->session;
+	uint32_t len = ref->len;
+
 	cn_l1_abort(e->l1, core, ref);
+	if (e->tel_on)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, -ECONNABORTED);
 }
 
 int cn_engine_retrieve_pin(struct cn_engine *e, unsigned core, const struct cn_key *key,
 			   struct cn_l1_ref *ref)
 {
-	return cn_l1_pin(e->l1, core, key, ref);
+	uint64_t sid;
+	int r;
+
+	if (!e->tel_on)
+		return cn_l1_pin(e->l1, core, key, ref);
+	sid = cn_tel_session(e->tel, core);
+	EMIT(e, core, CN_TEL_START, CN_TEL_OP_retrieve, sid, 1, 0, 0);
+	r = cn_l1_pin(e->l1, core, key, ref);
+	if (r < 0)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_retrieve, sid, 1, 0, r);
+	else
+		ref->session = sid;
+	return r;
 }
 
 void cn_engine_unpin(struct cn_engine *e, unsigned core, struct cn_l1_ref *ref)
 {
+	uint64_t sid = ref->session;
+	uint32_t len = ref->len;
+
 	cn_l1_unpin(e->l1, core, ref);
+	if (e->tel_on)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_retrieve, sid, 1, len, 0);
 }
 
 int cn_engine_delete(struct cn_engine *e, unsigned core, const struct cn_key *key)
 {
-	return cn_l1_delete(e->l1, core, key);
+	uint64_t sid = 0;
+	int r;
+
+	if (e->tel_on) {
+		sid = cn_tel_session(e->tel, core);
+		EMIT(e, core, CN_TEL_START, CN_TEL_OP_delete, sid, 1, 0, 0);
+	}
+	r = cn_l1_delete(e->l1, core, key);
+	if (e->tel_on)
+		EMIT(e, core, CN_TEL_END, CN_TEL_OP_delete, sid, 1, 0, r);
+	return r;
 }

@@ -8,7 +8,10 @@
  * plane -> orderly teardown in reverse order.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
@@ -28,37 +31,36 @@
 
 #include "cn_config.h"
 #include "cn_engine.h"
+#include "cn_node.h"
 #include "cn_session.h"
+#include "cn_tel.h"
+#include "cn_tel_dpdk.h"
 #include "cn_transport.h"
 
 #define LOG(level, fmt, ...) RTE_LOG(level, USER1, "cachenode: " fmt "\n", ##__VA_ARGS__)
 
-struct node {
-	struct cn_config cfg;
-	struct cn_engine *engine;
-	const struct cn_transport_ops *tops;
-	struct cn_server *server;
-	struct cn_session_ctx sctx;
-	struct cn_session_stats *sess_stats;	 /* one per worker */
-	struct cn_transport_stats *tport_stats; /* one per worker */
-	struct timespec started;
-	time_t started_wall;
-	atomic_int worker_failed;
-};
-
 struct worker_arg {
-	struct node *node;
+	struct cn_node *node;
 	unsigned id;
 };
 
 /* ---- EAL arguments ---- */
 
+/*
+ * Does the user's EAL argument list set one of @names? Long options match
+ * "--opt" and "--opt=value"; short ones ("-l") also match their attached
+ * form ("-l0-3"), as getopt accepts both.
+ */
 static bool has_arg(int argc, char **argv, const char *const *names)
 {
 	for (int i = 0; i < argc; i++)
 		for (const char *const *n = names; *n; n++) {
 			size_t l = strlen(*n);
-			if (strncmp(argv[i], *n, l) == 0 && (argv[i][l] == '\0' || argv[i][l] == '='))
+			bool is_short = l == 2 && (*n)[0] == '-' && (*n)[1] != '-';
+
+			if (strncmp(argv[i], *n, l) != 0)
+				continue;
+			if (is_short || argv[i][l] == '\0' || argv[i][l] == '=')
 				return true;
 		}
 	return false;
@@ -73,8 +75,11 @@ static bool has_arg(int argc, char **argv, const char *const *names)
 static int eal_args(const struct cn_config *cfg, char *prog, char **argv, int max, char *buf,
 		    size_t buflen)
 {
-	static const char *const mem[] = {"-m", "--socket-mem", "--huge-dir", "--in-memory",
-					  "--no-huge", NULL};
+	/* asking for hugepages drops --no-huge (and --no-shconf); sizing drops -m */
+	static const char *const huge[] = {"--huge-dir", "--socket-mem", "--in-memory", "--no-huge",
+					   "--huge-unlink", "--legacy-mem",
+					   "--single-file-segments", NULL};
+	static const char *const mem[] = {"-m", "--socket-mem", NULL};
 	static const char *const lcores[] = {"-l", "-c", "--lcores", NULL};
 	static const char *const prefix[] = {"--file-prefix", NULL};
 	static const char *const pci[] = {"-a", "-b", "--allow", "--block", "--no-pci", NULL};
@@ -82,26 +87,27 @@ static int eal_args(const struct cn_config *cfg, char *prog, char **argv, int ma
 	int argc = 0, ucount = cfg->eal_argc;
 	char **uargs = cfg->eal_argv;
 	cpu_set_t cpus;
-	int last = 0;
 	size_t used = 0;
 
 	argv[argc++] = prog;
+	if (!has_arg(ucount, uargs, huge))
+		argv[argc++] = "--no-huge";
 	if (!has_arg(ucount, uargs, mem)) {
 		/*
-		 * The L1 index and descriptors live in EAL memory: about 256 bytes
-		 * per smallest (4 KiB) slot, on top of 128 MiB for DPDK itself.
+		 * The L1 index lives in EAL memory (and, with hugepages, the
+		 * pool and descriptors too): budget about 256 bytes per smallest
+		 * (4 KiB) slot on top of 128 MiB for DPDK itself.
 		 */
 		uint64_t mb = 128 + (cfg->l1_size / 4096 * 256 >> 20);
 		int n = snprintf(buf + used, buflen - used, "%" PRIu64, mb);
 
-		argv[argc++] = "--no-huge";
 		argv[argc++] = "-m";
 		argv[argc++] = buf + used;
 		used += (size_t)n + 1;
 	}
 	if (!has_arg(ucount, uargs, pci))
 		argv[argc++] = "--no-pci";
-	if (!has_arg(ucount, uargs, shconf) && !has_arg(ucount, uargs, mem))
+	if (!has_arg(ucount, uargs, shconf) && !has_arg(ucount, uargs, huge))
 		argv[argc++] = "--no-shconf";
 	if (!has_arg(ucount, uargs, prefix)) {
 		int n = snprintf(buf + used, buflen - used, "--file-prefix=%s", cfg->file_prefix);
@@ -109,14 +115,20 @@ static int eal_args(const struct cn_config *cfg, char *prog, char **argv, int ma
 		used += (size_t)n + 1;
 	}
 	if (!has_arg(ucount, uargs, lcores)) {
-		int n;
+		/* every lcore may run on any CPU of this process's affinity mask */
+		int n = snprintf(buf + used, buflen - used, "--lcores=(0-%u)@(", cfg->workers);
+		bool first = true;
 
 		CPU_ZERO(&cpus);
 		sched_getaffinity(0, sizeof(cpus), &cpus);
-		for (int c = 0; c < CPU_SETSIZE; c++)
-			if (CPU_ISSET(c, &cpus))
-				last = c;
-		n = snprintf(buf + used, buflen - used, "--lcores=(0-%u)@(0-%d)", cfg->workers, last);
+		for (int c = 0; c < CPU_SETSIZE && used + (size_t)n + 8 < buflen; c++) {
+			if (!CPU_ISSET(c, &cpus))
+				continue;
+			n += snprintf(buf + used + n, buflen - used - (size_t)n, "%s%d",
+				      first ? "" : ",", c);
+			first = false;
+		}
+		n += snprintf(buf + used + n, buflen - used - (size_t)n, ")");
 		argv[argc++] = buf + used;
 		used += (size_t)n + 1;
 	}
@@ -126,66 +138,41 @@ static int eal_args(const struct cn_config *cfg, char *prog, char **argv, int ma
 	return argc;
 }
 
+/*
+ * Two nodes with one node id would share a DPDK file prefix (and so a
+ * telemetry socket) and a registry record. Hold an exclusive lock on a file
+ * in the prefix's runtime directory for the process's lifetime; the kernel
+ * drops it when the process ends, however it ends.
+ */
+static int claim_node_id(const struct cn_config *cfg)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/cachenode.lock", rte_eal_get_runtime_dir());
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		LOG(ERR, "cannot open %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno;
+		LOG(ERR, "node id '%s' is already in use by a running node (DPDK file prefix %s)",
+		    cfg->node_id, cfg->file_prefix);
+		close(fd);
+		return -err;
+	}
+	return 0; /* fd stays open (and locked) until exit */
+}
+
 /* ---- STATUS ---- */
 
-static json_t *table_json(const struct cn_metric_desc *desc, unsigned n, const uint64_t *v)
-{
-	json_t *o = json_object();
-
-	for (unsigned i = 0; i < n; i++)
-		json_object_set_new(o, desc[i].name, json_integer((json_int_t)v[i]));
-	return o;
-}
-
-static double uptime_s(const struct node *nd)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - nd->started.tv_sec) +
-	       (double)(now.tv_nsec - nd->started.tv_nsec) / 1e9;
-}
-
-/*
- * The STATUS document: node identity, L1 levels and every counter table
- * summed over the workers. Runs on a worker (the one serving the request);
- * it only reads.
- */
+/* The STATUS reply: the node's status tree (the same one /api/status serves). */
 static char *status_json(void *arg, size_t *len)
 {
-	struct node *nd = arg;
-	struct cn_l1 *l1 = cn_engine_l1(nd->engine);
-	struct cn_l1_info info;
-	struct cn_l1_stats l1s;
-	uint64_t sess[64], tport[32];
-	json_t *root, *node, *jl1;
+	json_t *root = cn_node_status(arg);
 	char *text;
 
-	cn_l1_get_info(l1, &info);
-	cn_l1_stats_sum(l1, &l1s);
-	cn_metrics_sum(nd->sess_stats, sizeof(*nd->sess_stats), nd->cfg.workers,
-		       cn_session_metric_count, sess);
-	cn_metrics_sum(nd->tport_stats, sizeof(*nd->tport_stats), nd->cfg.workers,
-		       cn_transport_metric_count, tport);
-
-	node = json_pack("{s:s, s:s, s:s, s:s, s:i, s:f, s:I}", "node_id", nd->cfg.node_id,
-			 "version", CN_VERSION, "listen", nd->tops->server_addr(nd->server),
-			 "transport", nd->tops->name, "workers", (int)nd->cfg.workers, "uptime_s",
-			 uptime_s(nd), "started_at", (json_int_t)nd->started_wall);
-	jl1 = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:b}",
-			"capacity", (json_int_t)info.capacity, "used", (json_int_t)info.used,
-			"payload", (json_int_t)info.payload, "chunks", (json_int_t)info.chunks,
-			"reserved", (json_int_t)info.reserved, "pinned", (json_int_t)info.pinned,
-			"high_wm", (json_int_t)info.high_wm, "low_wm", (json_int_t)info.low_wm,
-			"page_size", (json_int_t)info.page_size, "pages_free",
-			(json_int_t)info.pages_free, "max_chunk", (json_int_t)info.max_chunk,
-			"eviction", info.eviction, "hugepages", info.hugepages);
-	json_object_set_new(jl1, "counters",
-			    table_json(cn_l1_metric_desc, cn_l1_metric_count, (uint64_t *)&l1s));
-	root = json_pack("{s:o, s:o, s:o, s:o}", "node", node, "l1", jl1, "requests",
-			 table_json(cn_session_metric_desc, cn_session_metric_count, sess),
-			 "transport",
-			 table_json(cn_transport_metric_desc, cn_transport_metric_count, tport));
 	if (root == NULL)
 		return NULL;
 	text = json_dumps(root, JSON_COMPACT);
@@ -223,7 +210,7 @@ static void list_metrics(void)
 static int worker_main(void *p)
 {
 	struct worker_arg *wa = p;
-	struct node *nd = wa->node;
+	struct cn_node *nd = wa->node;
 	int r = nd->tops->server_run(nd->server, wa->id);
 
 	if (r < 0) {
@@ -249,8 +236,8 @@ static void human_size(uint64_t v, char *out, size_t len)
 
 int main(int argc, char **argv)
 {
-	struct node nd = {0};
-	char err[512], eal_buf[512], l1h[32];
+	struct cn_node nd = {0};
+	char err[512], eal_buf[2048], l1h[32];
 	char *eargv[128];
 	int eargc, r, rc = 1;
 	sigset_t sigs;
@@ -284,6 +271,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	rte_log_set_global_level((uint32_t)nd.cfg.log_level);
+	if (claim_node_id(&nd.cfg) < 0)
+		goto out_eal;
 	if (rte_lcore_count() < nd.cfg.workers + 1) {
 		LOG(ERR, "%u workers need %u lcores, EAL has %u", nd.cfg.workers,
 		    nd.cfg.workers + 1, rte_lcore_count());
@@ -292,19 +281,46 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &nd.started);
 	nd.started_wall = time(NULL);
 
+	nd.ncores = nd.cfg.workers + 1;
+	struct cn_tel_cfg tcfg = {
+		.ncores = nd.ncores,
+		.ring_size = nd.cfg.telemetry_ring_size,
+		.enabled = nd.cfg.telemetry,
+		.name = "cn",
+		.socket_id = (int)rte_socket_id(),
+	};
+	r = cn_tel_create(&tcfg, &nd.tel);
+	if (r < 0) {
+		LOG(ERR, "cannot set up telemetry (ring size %u): %s", tcfg.ring_size, strerror(-r));
+		goto out_eal;
+	}
+	if (nd.cfg.trace_spans[0]) {
+		const struct cn_tel_sub_ops *sops;
+		void *sarg;
+
+		r = cn_tel_chrome_sink_create(nd.cfg.trace_spans, nd.cfg.node_id, &sops, &sarg);
+		if (r == 0)
+			r = cn_tel_subscribe(nd.tel, sops, sarg);
+		if (r < 0) {
+			LOG(ERR, "--trace-spans %s: %s", nd.cfg.trace_spans, strerror(-r));
+			goto out_tel;
+		}
+	}
+
 	struct cn_engine_cfg ecfg = {
 		.l1_size = nd.cfg.l1_size,
 		.max_chunk = nd.cfg.max_chunk,
 		.eviction = nd.cfg.eviction,
-		.ncores = nd.cfg.workers + 1,
+		.ncores = nd.ncores,
 		.socket_id = (int)rte_socket_id(),
 		.name = "cn",
+		.tel = nd.tel,
 	};
 	r = cn_engine_create(&ecfg, &nd.engine);
 	if (r < 0) {
 		LOG(ERR, "cannot create the L1 tier (--l1-size %" PRIu64 ", --max-chunk %" PRIu64
 			 "): %s", nd.cfg.l1_size, nd.cfg.max_chunk, strerror(-r));
-		goto out_eal;
+		goto out_tel;
 	}
 
 	nd.sess_stats = aligned_alloc(CN_CACHE_LINE, sizeof(*nd.sess_stats) * nd.cfg.workers);
@@ -340,6 +356,22 @@ int main(int argc, char **argv)
 		goto out_engine;
 	}
 
+	r = cn_tel_start(nd.tel);
+	if (r < 0) {
+		LOG(ERR, "cannot start the telemetry drain thread: %s", strerror(-r));
+		goto out_server;
+	}
+	r = cn_node_telemetry_register(&nd);
+	if (r < 0)
+		LOG(WARNING, "DPDK telemetry commands not registered: %s", strerror(-r));
+	if (nd.cfg.http[0]) {
+		r = cn_http_start(&nd, nd.cfg.http, &nd.http);
+		if (r < 0) {
+			LOG(ERR, "cannot serve HTTP on %s: %s", nd.cfg.http, strerror(-r));
+			goto out_drain;
+		}
+	}
+
 	RTE_LCORE_FOREACH_WORKER(lcore) {
 		if (wid == nd.cfg.workers)
 			break;
@@ -359,7 +391,11 @@ int main(int argc, char **argv)
 	    nd.cfg.workers == 1 ? "" : "s", l1h, nd.cfg.max_chunk);
 	LOG(NOTICE, "query it: cachenode-cli --node %s stat | ping | put KEY FILE | get KEY FILE",
 	    nd.tops->server_addr(nd.server));
-	LOG(NOTICE, "DPDK telemetry: dpdk-telemetry.py -f %s", nd.cfg.file_prefix);
+	LOG(NOTICE, "DPDK telemetry: dpdk-telemetry.py -f %s (try /cachenode/stats)",
+	    nd.cfg.file_prefix);
+	if (nd.http)
+		LOG(NOTICE, "HTTP: http://%s/metrics /api/status /api/healthz", cn_http_addr(nd.http));
+	LOG(NOTICE, "telemetry %s", nd.cfg.telemetry ? "on" : "off (--no-telemetry)");
 	fflush(stdout);
 
 	/* Control plane: wait for a signal. */
@@ -380,11 +416,18 @@ out_wait:
 	rte_eal_mp_wait_lcore();
 	if (atomic_load(&nd.worker_failed))
 		rc = 1;
+	cn_http_stop(&nd.http);
+out_drain:
+	cn_tel_stop(nd.tel); /* a last drain pass: every event emitted reaches its subscribers */
+	cn_tel_dpdk_unregister();
+out_server:
 	nd.tops->server_destroy(&nd.server);
 out_engine:
 	cn_engine_destroy(&nd.engine);
 	free(nd.sess_stats);
 	free(nd.tport_stats);
+out_tel:
+	cn_tel_destroy(&nd.tel);
 out_eal:
 	rte_eal_cleanup();
 	if (rc == 0)

@@ -43,8 +43,8 @@ wait_port() {
 
 # ---- servers ----
 cn_port=$(free_port)
-"$NODE" --listen 127.0.0.1:"$cn_port" --node-id bench --l1-size 8G --max-chunk 2M \
-	--workers 2 >"$work/node.log" 2>&1 &
+"$NODE" --listen 127.0.0.1:"$cn_port" --node-id bench --l1-size 4G --max-chunk 2M \
+	--workers 2 --http off >"$work/node.log" 2>&1 &
 pids+=($!)
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
@@ -123,7 +123,38 @@ done
 run_cn "lookup 32 keys/req" --op lookup --size 4K --keys-per-req 32 --count "$NLOOKUP" \
 	--depth 16 --conns "$CONNS"
 
-python3 - "$results" "$cmds" "$BUILD" "$CONNS" <<'EOF' >"$work/table.md"
+# Telemetry on vs off: the same node binary, a second instance with --no-telemetry, measured
+# alternately (on, off, on, off) so drift on a shared machine hits both alike.
+kill "${pids[0]}"
+wait "${pids[0]}" 2>/dev/null || true
+off_port=$(free_port)
+"$NODE" --listen 127.0.0.1:"$off_port" --node-id bench-notel --l1-size 2G --max-chunk 2M \
+	--workers 2 --http off --no-telemetry >"$work/node-notel.log" 2>&1 &
+pids+=($!)
+cn_port=$(free_port)
+"$NODE" --listen 127.0.0.1:"$cn_port" --node-id bench-tel --l1-size 2G --max-chunk 2M \
+	--workers 2 --http off >"$work/node-tel.log" 2>&1 &
+pids+=($!)
+wait_port "$off_port"
+wait_port "$cn_port"
+on_port=$cn_port
+for round in 1 2; do
+	cn_port=$on_port
+	run_cn "telemetry on: retrieve 1M #$round" --op retrieve --size 1M --count "$N1M" --depth 1 \
+		--conns "$CONNS" --tag tel
+	run_cn "telemetry on: lookup 32 keys/req #$round" --op lookup --size 4K --keys-per-req 32 \
+		--count "$NLOOKUP" --depth 16 --conns "$CONNS" --tag tel
+	cn_port=$off_port
+	run_cn "telemetry off: retrieve 1M #$round" --op retrieve --size 1M --count "$N1M" --depth 1 \
+		--conns "$CONNS" --tag tel
+	run_cn "telemetry off: lookup 32 keys/req #$round" --op lookup --size 4K --keys-per-req 32 \
+		--count "$NLOOKUP" --depth 16 --conns "$CONNS" --tag tel
+done
+
+echo "$BUILD/tools/cachenode-tel-microbench --json" >>"$cmds"
+"$BUILD"/tools/cachenode-tel-microbench --json | tail -n 1 >"$work/micro.json"
+
+python3 - "$results" "$cmds" "$BUILD" "$CONNS" "$work/micro.json" <<'EOF' >"$work/table.md"
 import json, subprocess, sys, platform
 rows = [json.loads(l) for l in open(sys.argv[1])]
 cmds = open(sys.argv[2]).read().strip().splitlines()
@@ -158,6 +189,19 @@ ratio("retrieve 1M", "GET 1M", "retrieve 1 MiB vs Redis GET", 1.2)
 ratio("store 1M", "SET 1M", "store 1 MiB vs Redis SET", 1.2)
 ratio("retrieve 1M", "loopback TCP, 1 stream", "retrieve 1 MiB vs iperf3", 0.8)
 ratio("store 1M", "loopback TCP, 1 stream", "store 1 MiB vs iperf3", 0.8)
+def tsum(prefix, key):
+    v = [r[key] for r in rows if r["label"].startswith(prefix)]
+    return sum(v) / len(v) if v else None
+for what, key in (("retrieve 1M", "gbytes_per_s"), ("lookup 32 keys/req", "req_per_s")):
+    on, off = tsum("telemetry on: " + what, key), tsum("telemetry off: " + what, key)
+    if on and off:
+        out.append(f"| telemetry on/off, {what} >= 0.97 | {on:,.2f} vs {off:,.2f} (mean of 2 alternated runs) | {on/off:.3f} |")
+try:
+    m = json.load(open(sys.argv[5]))
+    out.append(f"| event emission <= 30 ns | {m['ns_per_event']:.1f} ns/event enabled, "
+               f"{m['ns_per_event_disabled']:.1f} ns disabled | {30/m['ns_per_event']:.2f}x headroom |")
+except Exception as ex:
+    out.append(f"| event emission <= 30 ns | not measured ({ex}) | - |")
 lk = by.get("lookup 32 keys/req")
 if lk:
     out.append(f"| lookup, 32 keys/request >= 200,000 req/s | {lk['req_per_s']:,.0f} req/s (depth 16) | "

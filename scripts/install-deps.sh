@@ -3,8 +3,8 @@
 # nothing is missing. Usage: scripts/install-deps.sh build|test|bench
 set -euo pipefail
 
-build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev)
-test=(dpdk-dev python3 procps)   # dpdk-dev ships dpdk-telemetry.py
+build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev libmicrohttpd-dev)
+test=(dpdk-dev python3 procps prometheus curl)   # dpdk-dev ships dpdk-telemetry.py; prometheus ships promtool
 bench=(redis-server redis-tools iperf3 python3)
 
 want=("${build[@]}")

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,6 +47,7 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	const char *bin = getenv("CACHENODE_BIN");
 	const char *argv[64];
 	int argc = 0;
+	bool has_http = false;
 
 	if (bin == NULL) {
 		fprintf(stderr, "CACHENODE_BIN is not set\n");
@@ -60,6 +62,12 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	argv[argc++] = d->addr;
 	argv[argc++] = "--node-id";
 	argv[argc++] = d->node_id;
+	for (const char *const *a = args; a && *a; a++)
+		has_http |= strcmp(*a, "--http") == 0;
+	if (!has_http) { /* never the default 9190: tests must not collide with a running node */
+		argv[argc++] = "--http";
+		argv[argc++] = "127.0.0.1:0";
+	}
 	for (; args && *args && argc < 60; args++)
 		argv[argc++] = *args;
 	argv[argc] = NULL;
@@ -69,6 +77,9 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 		return -errno;
 	if (d->pid == 0) {
 		int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		/* a test that fails half-way never stops its node: die with the test */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		dup2(fd, 1);
 		dup2(fd, 2);
 		execv(bin, (char *const *)argv);
@@ -98,6 +109,17 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	return -ETIMEDOUT;
 }
 
+/* The node's DPDK runtime directory (its lock file stays there by design). */
+static void remove_runtime_dir(const struct cn_daemon *d)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "/var/run/dpdk/cachenode-%s/cachenode.lock", d->node_id);
+	unlink(path);
+	*strrchr(path, '/') = '\0';
+	rmdir(path);
+}
+
 int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms)
 {
 	int st;
@@ -108,6 +130,7 @@ int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms)
 	for (int waited = 0; waited <= timeout_ms; waited += 10) {
 		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
 			d->pid = 0;
+			remove_runtime_dir(d);
 			if (WIFEXITED(st))
 				return WEXITSTATUS(st);
 			return 128 + WTERMSIG(st);

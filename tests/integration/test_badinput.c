@@ -134,7 +134,7 @@ static bool key_visible(const char *name)
 
 static void bad_checksum(void **state)
 {
-	uint64_t bad0 = stat_of("requests.frames_bad");
+	uint64_t bad0 = stat_of("components.engine.requests.frames_bad");
 	struct cn_proto_hdr h;
 	uint8_t b[CN_PROTO_HDR_LEN];
 	char msg[512];
@@ -150,7 +150,7 @@ static void bad_checksum(void **state)
 	assert_true(h.flags & CN_F_CLOSE);
 	assert_non_null(strstr(msg, "bad frame header"));
 	assert_closed(fd);
-	assert_int_equal(stat_of("requests.frames_bad"), bad0 + 1);
+	assert_int_equal(stat_of("components.engine.requests.frames_bad"), bad0 + 1);
 	assert_node_serving();
 }
 
@@ -211,8 +211,8 @@ static void length_beyond_limits(void **state)
 
 static void truncated_frame_then_disconnect(void **state)
 {
-	uint64_t disc0 = stat_of("requests.store_discarded");
-	uint64_t chunks0 = stat_of("l1.chunks");
+	uint64_t disc0 = stat_of("components.engine.requests.store_discarded");
+	uint64_t chunks0 = stat_of("components.engine.components.l1.chunks");
 	struct cn_key k = key_of("truncated-chunk");
 	uint32_t len = 1u << 20;
 	uint8_t meta[48], *data = malloc(len);
@@ -226,9 +226,9 @@ static void truncated_frame_then_disconnect(void **state)
 	usleep(100 * 1000);
 	close(fd);
 	usleep(300 * 1000);
-	assert_int_equal(stat_of("requests.store_discarded"), disc0 + 1);
-	assert_int_equal(stat_of("l1.chunks"), chunks0);
-	assert_int_equal(stat_of("l1.reserved"), 0);
+	assert_int_equal(stat_of("components.engine.requests.store_discarded"), disc0 + 1);
+	assert_int_equal(stat_of("components.engine.components.l1.chunks"), chunks0);
+	assert_int_equal(stat_of("components.engine.components.l1.reserved"), 0);
 	assert_false(key_visible("truncated-chunk"));
 	/* a truncated header, then gone: nothing to discard, nothing breaks */
 	fd = raw_connect();
@@ -243,7 +243,7 @@ static void unknown_opcode(void **state)
 	struct cn_proto_hdr h;
 	char msg[512];
 	int fd = raw_connect();
-	uint64_t err0 = stat_of("requests.req_errors");
+	uint64_t err0 = stat_of("components.engine.requests.req_errors");
 
 	send_hdr(fd, 99, 16, 10);
 	send_all(fd, "0123456789", 10);
@@ -256,7 +256,7 @@ static void unknown_opcode(void **state)
 	assert_int_equal(h.req_id, 17);
 	assert_int_equal(h.status, CN_OK);
 	close(fd);
-	assert_int_equal(stat_of("requests.req_errors"), err0 + 1);
+	assert_int_equal(stat_of("components.engine.requests.req_errors"), err0 + 1);
 	assert_node_serving();
 }
 
@@ -342,7 +342,7 @@ static void retrieve_missing_key(void **state)
 
 static void client_vanishes_mid_payload_batch(void **state)
 {
-	uint64_t disc0 = stat_of("requests.store_discarded");
+	uint64_t disc0 = stat_of("components.engine.requests.store_discarded");
 	struct cn_key keys[3] = {key_of("mid-0"), key_of("mid-1"), key_of("mid-2")};
 	uint32_t lens[3] = {70000, 70000, 70000};
 	uint8_t meta[8 + 3 * 40], *data = calloc(1, 210000);
@@ -356,12 +356,115 @@ static void client_vanishes_mid_payload_batch(void **state)
 	close(fd);
 	usleep(300 * 1000);
 	/* the batch never completed: none of its chunks may be visible */
-	assert_int_equal(stat_of("requests.store_discarded"), disc0 + 3);
+	assert_int_equal(stat_of("components.engine.requests.store_discarded"), disc0 + 3);
 	assert_false(key_visible("mid-0"));
 	assert_false(key_visible("mid-1"));
 	assert_false(key_visible("mid-2"));
-	assert_int_equal(stat_of("l1.reserved"), 0);
+	assert_int_equal(stat_of("components.engine.components.l1.reserved"), 0);
 	free(data);
+	assert_node_serving();
+}
+
+/*
+ * A refused batch (first chunk zero-length) followed by a disconnect: the
+ * node once walked the refused batch's unset entries on close and crashed.
+ */
+static void refused_batch_then_disconnect(void **state)
+{
+	struct cn_key keys[3] = {key_of("ref-0"), key_of("ref-1"), key_of("ref-2")};
+	uint32_t lens[3] = {0, 5000, 5000};
+	uint8_t meta[8 + 3 * 40];
+	struct cn_proto_hdr h;
+	char msg[512];
+
+	for (int round = 0; round < 3; round++) {
+		int fd = raw_connect();
+		store_meta(meta, 3, keys, lens);
+		send_hdr(fd, CN_OP_STORE, 40, sizeof(meta) + 10000);
+		send_all(fd, meta, sizeof(meta));
+		if (round == 1) { /* also: the refusal is read, then the peer leaves mid-skip */
+			recv_reply(fd, &h, msg, sizeof(msg));
+			assert_int_equal(h.status, CN_E_INVAL);
+		}
+		if (round == 2)
+			send_all(fd, meta, 40); /* part of the payload being skipped */
+		close(fd);
+	}
+	/* and a batch whose descriptors never all arrive */
+	{
+		int fd = raw_connect();
+		store_meta(meta, 3, keys, lens);
+		send_hdr(fd, CN_OP_STORE, 41, sizeof(meta) + 10000);
+		send_all(fd, meta, 50);
+		close(fd);
+	}
+	usleep(200 * 1000);
+	assert_false(key_visible("ref-1"));
+	assert_int_equal(stat_of("components.engine.components.l1.reserved"), 0);
+	assert_node_serving();
+}
+
+/* STORE payloads shorter than the 8-byte batch header are refused, not misparsed. */
+static void store_shorter_than_batch_header(void **state)
+{
+	struct cn_proto_hdr h;
+	char msg[512];
+	int fd = raw_connect();
+
+	send_hdr(fd, CN_OP_STORE, 50, 0);
+	recv_reply(fd, &h, msg, sizeof(msg));
+	assert_int_equal(h.req_id, 50);
+	assert_int_equal(h.status, CN_E_INVAL);
+	send_hdr(fd, CN_OP_STORE, 51, 4);
+	send_all(fd, "\x01\x00\x00\x00", 4);
+	send_hdr(fd, CN_OP_PING, 52, 0);
+	recv_reply(fd, &h, msg, sizeof(msg));
+	assert_int_equal(h.req_id, 51);
+	assert_int_equal(h.status, CN_E_INVAL);
+	assert_non_null(strstr(msg, "shorter than its batch header"));
+	recv_reply(fd, &h, msg, sizeof(msg));
+	assert_int_equal(h.req_id, 52);
+	assert_int_equal(h.status, CN_OK);
+	close(fd);
+	assert_node_serving();
+}
+
+/* A client that shuts its sending side after asking still gets the whole reply. */
+static void half_close_still_gets_whole_reply(void **state)
+{
+	enum { N = 8, SZ = 1u << 20 };
+	struct cn_key keys[N];
+	uint8_t *chunk = malloc(SZ), *got = malloc(SZ), req[8 + N * 32], hb[CN_PROTO_HDR_LEN];
+	uint8_t meta[8 + N * 8];
+	struct cn_proto_hdr h;
+	int fd;
+
+	for (unsigned i = 0; i < N; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "half-%u", i);
+		keys[i] = key_of(name);
+		memset(chunk, (int)(i + 1), SZ);
+		assert_int_equal(cn_client_store(bystander, &keys[i], chunk, SZ), 0);
+	}
+	fd = raw_connect();
+	cn_put_le32(req, N);
+	cn_put_le32(req + 4, 0);
+	memcpy(req + 8, keys, sizeof(keys));
+	send_hdr(fd, CN_OP_RETRIEVE, 60, sizeof(req));
+	send_all(fd, req, sizeof(req));
+	shutdown(fd, SHUT_WR);
+	assert_int_equal(recv(fd, hb, sizeof(hb), MSG_WAITALL), (ssize_t)sizeof(hb));
+	assert_int_equal(cn_proto_hdr_decode(hb, &h), CN_OK);
+	assert_int_equal(h.payload_len, sizeof(meta) + (uint64_t)N * SZ);
+	assert_int_equal(recv(fd, meta, sizeof(meta), MSG_WAITALL), (ssize_t)sizeof(meta));
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(recv(fd, got, SZ, MSG_WAITALL), (ssize_t)SZ);
+		memset(chunk, (int)(i + 1), SZ);
+		assert_memory_equal(got, chunk, SZ);
+	}
+	assert_closed(fd);
+	free(chunk);
+	free(got);
 	assert_node_serving();
 }
 
@@ -415,6 +518,9 @@ int main(void)
 		cmocka_unit_test(zero_length_chunk),
 		cmocka_unit_test(retrieve_missing_key),
 		cmocka_unit_test(client_vanishes_mid_payload_batch),
+		cmocka_unit_test(refused_batch_then_disconnect),
+		cmocka_unit_test(store_shorter_than_batch_header),
+		cmocka_unit_test(half_close_still_gets_whole_reply),
 		cmocka_unit_test(reply_flag_from_client_is_fatal),
 	};
 	return cmocka_run_group_tests_name("badinput", tests, group_setup, group_teardown);

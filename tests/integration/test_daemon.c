@@ -170,15 +170,15 @@ static void ten_thousand_chunks_eight_connections(void **state)
 	assert_int_equal(ok, NCHUNKS);
 
 	/* the node's own counters agree with the workload, exactly */
-	assert_int_equal(cn_status_u64(d.addr, "requests.store_ok", &v), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.requests.store_ok", &v), 0);
 	assert_int_equal(v, NCHUNKS);
-	assert_int_equal(cn_status_u64(d.addr, "requests.retrieve_hits", &v), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.requests.retrieve_hits", &v), 0);
 	assert_int_equal(v, NCHUNKS);
-	assert_int_equal(cn_status_u64(d.addr, "l1.chunks", &v), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.chunks", &v), 0);
 	assert_int_equal(v, NCHUNKS);
-	assert_int_equal(cn_status_u64(d.addr, "l1.counters.evictions", &v), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.counters.evictions", &v), 0);
 	assert_int_equal(v, 0);
-	assert_int_equal(cn_status_u64(d.addr, "transport.conns_accepted", &v), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.transport.counters.conns_accepted", &v), 0);
 	assert_true(v >= NCONN);
 
 	/* lookups and deletes on the same data */
@@ -191,7 +191,7 @@ static void ten_thousand_chunks_eight_connections(void **state)
 	assert_int_equal(cn_client_lookup(c, k, 3, &prefix, NULL), 0);
 	assert_int_equal(prefix, 1);
 	cn_client_close(&c);
-	assert_int_equal(cn_status_u64(d.addr, "l1.chunks", &v), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.chunks", &v), 0);
 	assert_int_equal(v, NCHUNKS - 1);
 
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
@@ -222,10 +222,10 @@ static void eviction_keeps_most_recent(void **state)
 			assert_int_equal(cn_client_retrieve(c, &k0, out, 200000, &len), 0);
 		}
 	}
-	assert_int_equal(cn_status_u64(d.addr, "l1.counters.evictions", &evictions), 0);
-	assert_int_equal(cn_status_u64(d.addr, "l1.chunks", &chunks), 0);
-	assert_int_equal(cn_status_u64(d.addr, "l1.used", &used), 0);
-	assert_int_equal(cn_status_u64(d.addr, "l1.high_wm", &high), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.counters.evictions", &evictions), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.chunks", &chunks), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.used", &used), 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.high_wm", &high), 0);
 	assert_true(evictions > 0);
 	assert_int_equal(evictions + chunks, N); /* nothing lost but what was evicted */
 	assert_true(used <= high);
@@ -363,11 +363,42 @@ static void port_in_use_is_a_clear_error(void **state)
 	assert_int_equal(cn_run(cmd, out, sizeof(out)), 1);
 	assert_non_null(strstr(out, "cannot listen on"));
 	assert_non_null(strstr(out, "Address already in use"));
+	snprintf(cmd, sizeof(cmd), "rm -rf /var/run/dpdk/cachenode-other-%d", (int)getpid());
+	assert_int_equal(cn_run(cmd, NULL, 0), 0);
 	/* and the first node keeps serving */
 	assert_int_equal(cn_client_connect(a.addr, NULL, &c), 0);
 	assert_int_equal(cn_client_ping(c), 0);
 	cn_client_close(&c);
 	assert_int_equal(cn_daemon_stop(&a, SIGTERM, 10000), 0);
+}
+
+static void same_node_id_is_refused(void **state)
+{
+	struct cn_daemon a;
+	const char *bin = getenv("CACHENODE_BIN");
+	char cmd[512], out[8192];
+
+	assert_int_equal(cn_daemon_start(&a, NULL), 0);
+	/* another address, the same node id: it would share the DPDK prefix */
+	snprintf(cmd, sizeof(cmd), "%s --listen 127.0.0.1:%u --node-id %s --http off 2>&1", bin,
+		 cn_free_port(), a.node_id);
+	assert_int_equal(cn_run(cmd, out, sizeof(out)), 1);
+	assert_non_null(strstr(out, "already in use by a running node"));
+	assert_int_equal(cn_daemon_stop(&a, SIGTERM, 10000), 0);
+	/* once it is gone, the id is free again */
+	assert_int_equal(cn_daemon_start(&a, NULL), 0);
+	assert_int_equal(cn_daemon_stop(&a, SIGTERM, 10000), 0);
+}
+
+static void eal_args_attached_form(void **state)
+{
+	/* "-l0-1" (attached value) must replace the default lcore list, not clash with it;
+	 * "-m256" sets the size and keeps --no-huge */
+	const char *args[] = {"--", "-l0-1", "-m256", NULL};
+	struct cn_daemon d;
+
+	assert_int_equal(cn_daemon_start(&d, args), 0);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
 }
 
 static uint64_t proc_cpu_ticks(pid_t pid)
@@ -483,6 +514,8 @@ int main(void)
 		cmocka_unit_test(bench_reports_json),
 		cmocka_unit_test(options_help_and_refusals),
 		cmocka_unit_test(port_in_use_is_a_clear_error),
+		cmocka_unit_test(same_node_id_is_refused),
+		cmocka_unit_test(eal_args_attached_form),
 		cmocka_unit_test(idle_node_uses_no_cpu),
 		cmocka_unit_test(sigterm_under_load_exits_cleanly),
 	};

@@ -60,6 +60,7 @@ struct cn_l1_ref {
 	uint32_t id;   /* descriptor index */
 	uint32_t len;  /* chunk bytes */
 	void *data;    /* len bytes inside the pool */
+	uint64_t session; /* the caller's (telemetry session of the engine); L1 ignores it */
 };
 
 #define CN_L1_METRICS(X)                                                                  \
@@ -93,6 +94,7 @@ struct cn_l1_info {
 	uint64_t chunks;	/* ready chunks (in the index) */
 	uint64_t reserved;	/* chunks being written */
 	uint64_t pinned;	/* chunks with readers */
+	uint64_t pinned_bytes;	/* slot bytes of those (comparable with used, high_wm) */
 	uint64_t high_wm;	/* bytes */
 	uint64_t low_wm;	/* bytes */
 	uint64_t pages_total;

@@ -963,11 +963,13 @@ void cn_l1_region(const struct cn_l1 *l1, void **base, size_t *len)
 /*
  * The pinned figure is counted from the descriptors of the pages in use
  * (their cut slots only), so pins stay lock-free; it is exact at the moment
- * each word is read.
+ * each word is read. pinned_bytes adds up the slot (class) size of those
+ * chunks, not their payload, so that it compares with used and the
+ * watermarks: memory a reader holds that eviction cannot free.
  */
 void cn_l1_get_info(struct cn_l1 *l1, struct cn_l1_info *info)
 {
-	uint64_t pinned = 0;
+	uint64_t pinned = 0, pinned_bytes = 0;
 
 	memset(info, 0, sizeof(*info));
 	pthread_mutex_lock(&l1->lock);
@@ -980,7 +982,10 @@ void cn_l1_get_info(struct cn_l1 *l1, struct cn_l1_info *info)
 			uint32_t w = __atomic_load_n(&l1->desc[pg * l1->maxslots + s].state,
 						     __ATOMIC_RELAXED);
 
-			pinned += L1_REFS(w) != 0;
+			if (L1_REFS(w) != 0) {
+				pinned++;
+				pinned_bytes += l1->cls[p->cls].size; /* slot bytes, like used */
+			}
 		}
 	}
 	info->used = l1->used;
@@ -991,6 +996,7 @@ void cn_l1_get_info(struct cn_l1 *l1, struct cn_l1_info *info)
 	pthread_mutex_unlock(&l1->lock);
 
 	info->pinned = pinned;
+	info->pinned_bytes = pinned_bytes;
 	info->capacity = l1->pool_len;
 	info->high_wm = l1->high_wm;
 	info->low_wm = l1->low_wm;

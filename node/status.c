@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The status tree (GET /api/status, the STATUS reply, /api/healthz and
+ * cachenode_healthy): node identity, then one object per component with
+ * "is_healthy", "reason" and its figures. Counter tables are written from
+ * their metric tables (names from the descs), summed over the cores.
+ *
+ *   {"is_healthy", "reason",
+ *    "node": {node_id, version, listen, transport, workers, uptime_s, started_at, http},
+ *    "components": {
+ *      "engine": {is_healthy, reason, "requests": {CN_SESSION_METRICS},
+ *                 "components": {"l1": {is_healthy, reason, <levels>,
+ *                                       "counters": {CN_L1_METRICS}}}},
+ *      "transport": {is_healthy, reason, name, listen, "counters": {CN_TRANSPORT_METRICS}},
+ *      "telemetry": {is_healthy, reason, enabled, ring_size,
+ *                    "counters": {CN_TEL_DRAIN_METRICS, CN_TEL_CORE_METRICS},
+ *                    "cores": [{core, CN_TEL_CORE_METRICS, ring_depth}],
+ *                    "latency": {<op>: {count, p50_us, p90_us, p99_us, p999_us}}}}}
+ *
+ * Health rules. Each is stateless (it reads the levels of this moment, so
+ * two readers never disagree and nothing has to remember the last call):
+ *
+ *   component   unhealthy when                  reason (words)
+ *   ----------  ------------------------------  ------------------------------------------
+ *   engine.l1   pinned_bytes > high_wm          "N% of the pool is pinned by readers;
+ *                                               stores fail with ENOSPC": eviction cannot
+ *                                               bring the pool under its high watermark
+ *                                               while readers hold that much
+ *   transport   a data-path worker failed       "a worker's event loop failed ...": the
+ *               (nd->worker_failed)             node is stopping
+ *   telemetry   enabled and drain_lag_ns > 1 s  "drain is N ms behind": events wait that
+ *                                               long in the rings, spans and latencies
+ *                                               are late
+ *   engine      any child unhealthy             the child's reason, prefixed "l1: "
+ *   (root)      any component unhealthy         the first one's path: "engine.l1: ..."
+ *
+ * Telemetry drops are reported (counters.drops, cores[].drops) but never
+ * make the node unhealthy: a small ring under a burst is allowed to drop,
+ * and the data path is unaffected by design.
+ *
+ * "reason" is "ok" when healthy; otherwise the path of the first unhealthy
+ * descendant (children in the order above), a colon, and why.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "cn_node.h"
+
+#define TEL_LAG_MAX_NS 1000000000ull
+
+#define N_SESS	(0 CN_SESSION_METRICS(CN_METRIC_COUNT))
+#define N_TPORT (0 CN_TRANSPORT_METRICS(CN_METRIC_COUNT))
+#define N_TCORE (0 CN_TEL_CORE_METRICS(CN_METRIC_COUNT))
+
+/* The health of one component while its tree is built. */
+struct health {
+	bool ok;
+	char path[96];	/* first unhealthy descendant, "" for the component itself */
+	char why[192];
+};
+
+/* Builder state: a failed allocation anywhere makes the whole tree NULL. */
+struct tree {
+	bool oom;
+};
+
+static void put(struct tree *t, json_t *obj, const char *key, json_t *v)
+{
+	/* json_object_set_new() consumes @v even when it fails (or obj is NULL) */
+	if (json_object_set_new(obj, key, v) < 0)
+		t->oom = true;
+}
+
+static void put_u64(struct tree *t, json_t *obj, const char *key, uint64_t v)
+{
+	put(t, obj, key, json_integer((json_int_t)v));
+}
+
+static void fail(struct health *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail(struct health *h, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!h->ok)
+		return; /* the first reason wins */
+	h->ok = false;
+	h->path[0] = '\0';
+	va_start(ap, fmt);
+	vsnprintf(h->why, sizeof(h->why), fmt, ap);
+	va_end(ap);
+}
+
+/* "a.b" (or "a" when @b is empty) into @out, truncated to @cap. */
+static void path_join(char *out, size_t cap, const char *a, const char *b)
+{
+	size_t n = 0;
+
+	for (; *a && n + 1 < cap; a++)
+		out[n++] = *a;
+	if (*b && n + 1 < cap)
+		out[n++] = '.';
+	for (; *b && n + 1 < cap; b++)
+		out[n++] = *b;
+	out[n] = '\0';
+}
+
+/* A child's health into its parent's: the parent names the first unhealthy child. */
+static void inherit(struct health *parent, const char *name, const struct health *child)
+{
+	if (!parent->ok || child->ok)
+		return;
+	parent->ok = false;
+	path_join(parent->path, sizeof(parent->path), name, child->path);
+	snprintf(parent->why, sizeof(parent->why), "%s", child->why);
+}
+
+/* A new component object that starts with is_healthy and reason (set later by seal()). */
+static json_t *component(struct tree *t)
+{
+	json_t *o = json_object();
+
+	put(t, o, "is_healthy", json_true());
+	put(t, o, "reason", json_string("ok"));
+	return o;
+}
+
+static void seal(struct tree *t, json_t *o, const struct health *h)
+{
+	char reason[sizeof(h->path) + sizeof(h->why) + 2];
+
+	if (h->ok)
+		return;
+	if (h->path[0])
+		snprintf(reason, sizeof(reason), "%s: %s", h->path, h->why);
+	else
+		snprintf(reason, sizeof(reason), "%s", h->why);
+	put(t, o, "is_healthy", json_false());
+	put(t, o, "reason", json_string(reason));
+}
+
+/* {name: value} for every row of a metric table. */
+static json_t *table_json(struct tree *t, json_t *o, const struct cn_metric_desc *desc,
+			  unsigned n, const uint64_t *v)
+{
+	if (o == NULL)
+		o = json_object();
+	for (unsigned i = 0; i < n; i++)
+		put_u64(t, o, desc[i].name, v[i]);
+	return o;
+}
+
+double cn_node_uptime(const struct cn_node *nd)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - nd->started.tv_sec) +
+	       (double)(now.tv_nsec - nd->started.tv_nsec) / 1e9;
+}
+
+static json_t *node_json(struct tree *t, const struct cn_node *nd)
+{
+	/* published and cleared by cn_http_start/stop while other threads read */
+	const struct cn_http *http = __atomic_load_n(&nd->http, __ATOMIC_ACQUIRE);
+	json_t *o = json_object();
+
+	put(t, o, "node_id", json_string(nd->cfg.node_id));
+	put(t, o, "version", json_string(CN_VERSION));
+	put(t, o, "listen", json_string(nd->tops->server_addr(nd->server)));
+	put(t, o, "transport", json_string(nd->tops->name));
+	put(t, o, "workers", json_integer(nd->cfg.workers));
+	put(t, o, "uptime_s", json_real(cn_node_uptime(nd)));
+	put(t, o, "started_at", json_integer((json_int_t)nd->started_wall));
+	put(t, o, "http", json_string(http ? cn_http_addr(http) : ""));
+	return o;
+}
+
+static json_t *l1_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	struct cn_l1 *l1 = cn_engine_l1(nd->engine);
+	struct cn_l1_info in;
+	struct cn_l1_stats st;
+	json_t *o = component(t);
+
+	cn_l1_get_info(l1, &in);
+	cn_l1_stats_sum(l1, &st);
+	if (in.pinned_bytes > in.high_wm)
+		fail(h, "%" PRIu64 "%% of the pool is pinned by readers; stores fail with ENOSPC",
+		     in.capacity ? in.pinned_bytes * 100 / in.capacity : 100);
+	put_u64(t, o, "capacity", in.capacity);
+	put_u64(t, o, "used", in.used);
+	put_u64(t, o, "payload", in.payload);
+	put_u64(t, o, "chunks", in.chunks);
+	put_u64(t, o, "reserved", in.reserved);
+	put_u64(t, o, "pinned", in.pinned);
+	put_u64(t, o, "pinned_bytes", in.pinned_bytes);
+	put_u64(t, o, "high_wm", in.high_wm);
+	put_u64(t, o, "low_wm", in.low_wm);
+	put_u64(t, o, "page_size", in.page_size);
+	put_u64(t, o, "pages_free", in.pages_free);
+	put_u64(t, o, "max_chunk", in.max_chunk);
+	put(t, o, "eviction", json_string(in.eviction));
+	put(t, o, "hugepages", json_boolean(in.hugepages));
+	put(t, o, "counters",
+	    table_json(t, NULL, cn_l1_metric_desc, cn_l1_metric_count, (const uint64_t *)&st));
+	seal(t, o, h);
+	return o;
+}
+
+static json_t *engine_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	struct health l1h = {.ok = true};
+	uint64_t sess[N_SESS];
+	json_t *o = component(t), *kids = json_object();
+
+	cn_metrics_sum(nd->sess_stats, sizeof(*nd->sess_stats), nd->cfg.workers, N_SESS, sess);
+	put(t, o, "requests", table_json(t, NULL, cn_session_metric_desc, N_SESS, sess));
+	put(t, kids, "l1", l1_json(t, nd, &l1h));
+	inherit(h, "l1", &l1h);
+	put(t, o, "components", kids);
+	seal(t, o, h);
+	return o;
+}
+
+static json_t *transport_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	uint64_t tport[N_TPORT];
+	json_t *o = component(t);
+
+	if (atomic_load(&nd->worker_failed))
+		fail(h, "a worker's event loop failed (see the log); the node is stopping");
+	cn_metrics_sum(nd->tport_stats, sizeof(*nd->tport_stats), nd->cfg.workers, N_TPORT,
+		       tport);
+	put(t, o, "name", json_string(nd->tops->name));
+	put(t, o, "listen", json_string(nd->tops->server_addr(nd->server)));
+	put(t, o, "counters", table_json(t, NULL, cn_transport_metric_desc, N_TPORT, tport));
+	seal(t, o, h);
+	return o;
+}
+
+/* {count, p50_us, ...} per op that has spans; quantiles are bucket upper bounds. */
+static json_t *latency_json(struct tree *t, const struct cn_tel *tel)
+{
+	static const struct {
+		const char *name;
+		double q;
+	} qs[] = {{"p50_us", 0.5}, {"p90_us", 0.9}, {"p99_us", 0.99}, {"p999_us", 0.999}};
+	struct cn_hist *hist = malloc(sizeof(*hist));
+	json_t *o = json_object();
+
+	if (hist == NULL) {
+		t->oom = true;
+		return o;
+	}
+	for (unsigned op = 0; tel && op < CN_TEL_OP_MAX; op++) {
+		json_t *lo;
+
+		cn_tel_op_hist(tel, (enum cn_tel_op)op, hist);
+		if (hist->count == 0)
+			continue;
+		lo = json_object();
+		put_u64(t, lo, "count", hist->count);
+		for (unsigned i = 0; i < sizeof(qs) / sizeof(qs[0]); i++)
+			put(t, lo, qs[i].name,
+			    json_real((double)cn_hist_quantile(hist, qs[i].q) / 1e3));
+		put(t, o, cn_tel_op_names[op], lo);
+	}
+	free(hist);
+	return o;
+}
+
+static json_t *telemetry_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	const struct cn_tel *tel = nd->tel;
+	struct cn_tel_drain_stats ds = {0};
+	uint64_t sum[N_TCORE] = {0};
+	json_t *o = component(t), *cores = json_array();
+	bool enabled = tel && tel->enabled;
+
+	if (tel) {
+		cn_tel_drain_stats(tel, &ds);
+		cn_metrics_sum(&tel->core[0].st, sizeof(tel->core[0]), tel->ncores, N_TCORE,
+			       sum);
+	}
+	if (enabled && ds.drain_lag_ns > TEL_LAG_MAX_NS)
+		fail(h, "drain is %" PRIu64 " ms behind (events wait in the rings; spans are late)",
+		     ds.drain_lag_ns / 1000000);
+	put(t, o, "enabled", json_boolean(enabled));
+	put_u64(t, o, "ring_size", tel ? cn_tel_ring_size(tel) : 0);
+	put(t, o, "counters",
+	    table_json(t, table_json(t, NULL, cn_tel_drain_metric_desc, cn_tel_drain_metric_count,
+				     (const uint64_t *)&ds),
+		       cn_tel_core_metric_desc, N_TCORE, sum));
+	for (unsigned c = 0; tel && c < tel->ncores; c++) {
+		uint64_t v[N_TCORE];
+		json_t *co = json_object();
+
+		cn_metrics_sum(&tel->core[c].st, 0, 1, N_TCORE, v);
+		put_u64(t, co, "core", c);
+		table_json(t, co, cn_tel_core_metric_desc, N_TCORE, v);
+		put_u64(t, co, "ring_depth", cn_tel_ring_depth(tel, c));
+		if (json_array_append_new(cores, co) < 0)
+			t->oom = true;
+	}
+	put(t, o, "cores", cores);
+	put(t, o, "latency", latency_json(t, tel));
+	seal(t, o, h);
+	return o;
+}
+
+/*
+ * Reads only: per-core counters with relaxed loads, an L1 snapshot (under
+ * the L1 lock, briefly), histogram snapshots. Safe from any thread once the
+ * node is set up (engine, server and counter arrays; nd->tel may be NULL).
+ */
+json_t *cn_node_status(struct cn_node *nd)
+{
+	struct tree t = {.oom = false};
+	struct health root = {.ok = true}, eh = {.ok = true}, th = {.ok = true},
+		      mh = {.ok = true};
+	json_t *o = component(&t), *kids = json_object();
+
+	put(&t, o, "node", node_json(&t, nd));
+	put(&t, kids, "engine", engine_json(&t, nd, &eh));
+	put(&t, kids, "transport", transport_json(&t, nd, &th));
+	put(&t, kids, "telemetry", telemetry_json(&t, nd, &mh));
+	inherit(&root, "engine", &eh);
+	inherit(&root, "transport", &th);
+	inherit(&root, "telemetry", &mh);
+	put(&t, o, "components", kids);
+	seal(&t, o, &root);
+	if (t.oom) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
