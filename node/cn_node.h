@@ -60,6 +60,20 @@ json_t *cn_node_status(struct cn_node *nd);
  */
 char *cn_node_prometheus(struct cn_node *nd, size_t *len);
 
+/* Prometheus family prefixes of the metric tables (node/prom.c, docs/telemetry.md). */
+#define CN_PROM_L1	  "cachenode_l1"
+#define CN_PROM_REQUESTS  "cachenode_requests"
+#define CN_PROM_TRANSPORT "cachenode_transport"
+#define CN_PROM_TELEMETRY "cachenode_telemetry"
+
+/*
+ * cn_node_prom_name - the Prometheus family of table row @d: @prefix_<name>,
+ * "_ns" rows become "_seconds" (*scale = 1e-9, else 1), counters end in
+ * "_total".
+ */
+void cn_node_prom_name(char *out, size_t len, const char *prefix, const struct cn_metric_desc *d,
+		       double *scale);
+
 /*
  * HTTP server (node/http.c), on its own thread (libmicrohttpd's internal
  * polling thread): GET /metrics (Prometheus text), /api/status (the status

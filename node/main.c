@@ -182,27 +182,46 @@ static char *status_json(void *arg, size_t *len)
 	return text;
 }
 
-/* ---- the metric reference (docs/telemetry.md embeds this output) ---- */
+/* ---- the reference (docs/telemetry.md embeds this output) ---- */
 
-static void list_table(const char *section, const char *intro,
-		       const struct cn_metric_desc *d, unsigned n)
+static void list_table(const char *title, const char *status_path, const char *prefix,
+		       const char *labels, const struct cn_metric_desc *d, unsigned n)
 {
-	printf("### `%s`\n\n%s\n\n| name | type | meaning |\n|---|---|---|\n", section, intro);
-	for (unsigned i = 0; i < n; i++)
-		printf("| `%s` | %s | %s |\n", d[i].name,
-		       d[i].type == CN_METRIC_COUNTER ? "counter" : "gauge", d[i].help);
+	printf("### %s\n\nStatus tree: `%s.<name>`; Prometheus labels: %s.\n\n"
+	       "| name | Prometheus family | type | meaning |\n|---|---|---|---|\n",
+	       title, status_path, labels);
+	for (unsigned i = 0; i < n; i++) {
+		char prom[128];
+		double scale;
+
+		cn_node_prom_name(prom, sizeof(prom), prefix, &d[i], &scale);
+		printf("| `%s` | `%s` | %s | %s%s |\n", d[i].name, prom,
+		       d[i].type == CN_METRIC_COUNTER ? "counter" : "gauge", d[i].help,
+		       scale != 1.0 ? " (Prometheus: seconds)" : "");
+	}
 	printf("\n");
 }
 
 static void list_metrics(void)
 {
-	list_table("l1.counters", "L1 tier, per core (tiers/l1/cn_l1.h `CN_L1_METRICS`).",
-		   cn_l1_metric_desc, cn_l1_metric_count);
-	list_table("requests", "Protocol sessions, per worker (node/cn_session.h "
-		   "`CN_SESSION_METRICS`).", cn_session_metric_desc, cn_session_metric_count);
-	list_table("transport", "Transport, per worker (transport/cn_transport.h "
-		   "`CN_TRANSPORT_METRICS`).", cn_transport_metric_desc,
-		   cn_transport_metric_count);
+	printf("### Operations\n\nEach emits START and END events (one span) per operation; "
+	       "`/cachenode/latency,<op>` and `cachenode_op_latency_seconds{op}` report them."
+	       "\n\n| op | a span covers |\n|---|---|\n");
+	for (unsigned i = 0; i < CN_TEL_OP_MAX; i++)
+		printf("| `%s` | %s |\n", cn_tel_op_names[i], cn_tel_op_help[i]);
+	printf("\n");
+	list_table("L1 tier (per core)", "components.engine.components.l1.counters", CN_PROM_L1,
+		   "`node`, `core`", cn_l1_metric_desc, cn_l1_metric_count);
+	list_table("Requests (per worker)", "components.engine.requests", CN_PROM_REQUESTS,
+		   "`node`, `core`", cn_session_metric_desc, cn_session_metric_count);
+	list_table("Transport (per worker)", "components.transport.counters", CN_PROM_TRANSPORT,
+		   "`node`, `core`", cn_transport_metric_desc, cn_transport_metric_count);
+	list_table("Telemetry (per core)", "components.telemetry.cores[]", CN_PROM_TELEMETRY,
+		   "`node`, `core`", cn_tel_core_metric_desc, cn_tel_core_metric_count);
+	list_table("Telemetry drain", "components.telemetry.counters", CN_PROM_TELEMETRY,
+		   "`node`", cn_tel_drain_metric_desc, cn_tel_drain_metric_count);
+	printf("### DPDK telemetry commands\n\n");
+	cn_node_telemetry_list(stdout);
 }
 
 /* ---- workers and control plane ---- */

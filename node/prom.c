@@ -134,8 +134,8 @@ static void row_family(struct pbuf *b, const char *name, const struct cn_metric_
  * The exported name of a table row: @prefix_<name>, "_ns" -> "_seconds"
  * (*scale 1e-9, else 1), counters end in "_total".
  */
-static void row_name(char *out, size_t len, const char *prefix, const struct cn_metric_desc *d,
-		     double *scale)
+void cn_node_prom_name(char *out, size_t len, const char *prefix, const struct cn_metric_desc *d,
+		       double *scale)
 {
 	size_t n = strlen(d->name);
 	bool ns = n > 3 && strcmp(d->name + n - 3, "_ns") == 0;
@@ -165,7 +165,7 @@ static void table_percore(struct pbuf *b, const char *prefix, const struct cn_me
 	double scale;
 
 	for (unsigned i = 0; i < n; i++) {
-		row_name(name, sizeof(name), prefix, &desc[i], &scale);
+		cn_node_prom_name(name, sizeof(name), prefix, &desc[i], &scale);
 		row_family(b, name, &desc[i], scale);
 		for (unsigned c = 0; c < ncores; c++) {
 			const uint64_t *v =
@@ -185,7 +185,7 @@ static void table_single(struct pbuf *b, const char *prefix, const struct cn_met
 	double scale;
 
 	for (unsigned i = 0; i < n; i++) {
-		row_name(name, sizeof(name), prefix, &desc[i], &scale);
+		cn_node_prom_name(name, sizeof(name), prefix, &desc[i], &scale);
 		row_family(b, name, &desc[i], scale);
 		pb_printf(b, "%s{%s}", name, b->node);
 		value(b, v[i], scale);
@@ -297,7 +297,7 @@ static void telemetry_out(struct pbuf *b, const struct cn_tel *tel)
 	      tel->enabled ? 1 : 0);
 	gauge(b, "cachenode_telemetry_ring_size", "events each core's ring holds",
 	      cn_tel_ring_size(tel));
-	table_percore(b, "cachenode_telemetry", cn_tel_core_metric_desc, cn_tel_core_metric_count,
+	table_percore(b, CN_PROM_TELEMETRY, cn_tel_core_metric_desc, cn_tel_core_metric_count,
 		      &tel->core[0].st, sizeof(tel->core[0]), tel->ncores);
 	family(b, "cachenode_telemetry_ring_depth", "gauge",
 	       "events waiting in the core's ring for the drain");
@@ -305,7 +305,7 @@ static void telemetry_out(struct pbuf *b, const struct cn_tel *tel)
 		pb_printf(b, "cachenode_telemetry_ring_depth{%s,core=\"%u\"} %u\n", b->node, c,
 			  cn_tel_ring_depth(tel, c));
 	cn_tel_drain_stats(tel, &ds);
-	table_single(b, "cachenode_telemetry", cn_tel_drain_metric_desc,
+	table_single(b, CN_PROM_TELEMETRY, cn_tel_drain_metric_desc,
 		     cn_tel_drain_metric_count, (const uint64_t *)&ds);
 	latency_out(b, tel);
 }
@@ -370,12 +370,12 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 
 	while (l1_cores < CN_MAX_CORES && cn_l1_core_stats(l1, l1_cores) != NULL)
 		l1_cores++;
-	table_percore(&b, "cachenode_l1", cn_l1_metric_desc, cn_l1_metric_count,
+	table_percore(&b, CN_PROM_L1, cn_l1_metric_desc, cn_l1_metric_count,
 		      cn_l1_core_stats(l1, 0), sizeof(struct cn_l1_stats), l1_cores);
 	l1_levels_out(&b, l1);
-	table_percore(&b, "cachenode_requests", cn_session_metric_desc, cn_session_metric_count,
+	table_percore(&b, CN_PROM_REQUESTS, cn_session_metric_desc, cn_session_metric_count,
 		      nd->sess_stats, sizeof(*nd->sess_stats), nd->cfg.workers);
-	table_percore(&b, "cachenode_transport", cn_transport_metric_desc,
+	table_percore(&b, CN_PROM_TRANSPORT, cn_transport_metric_desc,
 		      cn_transport_metric_count, nd->tport_stats, sizeof(*nd->tport_stats),
 		      nd->cfg.workers);
 	if (nd->tel)
