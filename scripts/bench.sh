@@ -123,38 +123,60 @@ done
 run_cn "lookup 32 keys/req" --op lookup --size 4K --keys-per-req 32 --count "$NLOOKUP" \
 	--depth 16 --conns "$CONNS"
 
-# Telemetry on vs off: the same node binary, a second instance with --no-telemetry, measured
-# alternately (on, off, on, off) so drift on a shared machine hits both alike.
+# Telemetry on vs off: the same binary, one instance with --no-telemetry. Each round starts a
+# fresh pair, alternating which starts first (the first pre-faults its pool into less fragmented
+# memory, which alone moved throughput by tens of percent here), and measures them alternately.
 kill "${pids[0]}"
 wait "${pids[0]}" 2>/dev/null || true
-off_port=$(free_port)
-"$NODE" --listen 127.0.0.1:"$off_port" --node-id bench-notel --l1-size 2G --max-chunk 2M \
-	--workers 2 --http off --no-telemetry >"$work/node-notel.log" 2>&1 &
-pids+=($!)
-cn_port=$(free_port)
-"$NODE" --listen 127.0.0.1:"$cn_port" --node-id bench-tel --l1-size 2G --max-chunk 2M \
-	--workers 2 --http off >"$work/node-tel.log" 2>&1 &
-pids+=($!)
-wait_port "$off_port"
-wait_port "$cn_port"
-on_port=$cn_port
-for round in 1 2; do
-	cn_port=$on_port
-	run_cn "telemetry on: retrieve 1M #$round" --op retrieve --size 1M --count "$N1M" --depth 1 \
-		--conns "$CONNS" --tag tel
-	run_cn "telemetry on: lookup 32 keys/req #$round" --op lookup --size 4K --keys-per-req 32 \
-		--count "$NLOOKUP" --depth 16 --conns "$CONNS" --tag tel
-	cn_port=$off_port
-	run_cn "telemetry off: retrieve 1M #$round" --op retrieve --size 1M --count "$N1M" --depth 1 \
-		--conns "$CONNS" --tag tel
-	run_cn "telemetry off: lookup 32 keys/req #$round" --op lookup --size 4K --keys-per-req 32 \
-		--count "$NLOOKUP" --depth 16 --conns "$CONNS" --tag tel
+cpu_ticks() { # utime + stime of a process, in clock ticks
+	awk '{print $14 + $15}' "/proc/$1/stat"
+}
+start_node() { # id, extra args...; sets node_port and node_pid (no subshell: pids are kept)
+	local id=$1
+	shift
+	node_port=$(free_port)
+	"$NODE" --listen 127.0.0.1:"$node_port" --node-id "$id" --l1-size 2G --max-chunk 2M \
+		--workers 2 --http off "$@" >"$work/$id.log" 2>&1 &
+	node_pid=$!
+	pids+=($!)
+	wait_port "$node_port"
+}
+for round in 1 2 3 4; do
+	if [ $((round % 2)) -eq 1 ]; then
+		start_node "tel-on-$round"
+		on_port=$node_port on_pid=$node_pid
+		start_node "tel-off-$round" --no-telemetry
+		off_port=$node_port off_pid=$node_pid
+	else
+		start_node "tel-off-$round" --no-telemetry
+		off_port=$node_port off_pid=$node_pid
+		start_node "tel-on-$round"
+		on_port=$node_port on_pid=$node_pid
+	fi
+	for mode in on off; do
+		if [ $mode = on ]; then cn_port=$on_port; npid=$on_pid; else cn_port=$off_port; npid=$off_pid; fi
+		# the node's own CPU time per request: steadier than throughput on a shared machine
+		for w in "retrieve 1M|--op retrieve --size 1M --count $N1M --depth 1" \
+			"lookup 32 keys/req|--op lookup --size 4K --keys-per-req 32 --count $NLOOKUP --depth 16"; do
+			label=${w%%|*}
+			# shellcheck disable=SC2086
+			"$BENCH" --node 127.0.0.1:"$cn_port" ${w#*|} --conns "$CONNS" --tag tel \
+				--count 100 >/dev/null 2>&1 || true # prefill outside the measurement
+			t0=$(cpu_ticks "$npid")
+			# shellcheck disable=SC2086
+			run_cn "telemetry $mode: $label #$round" ${w#*|} --conns "$CONNS" --tag tel
+			t1=$(cpu_ticks "$npid")
+			echo "{\"label\": \"cpu $mode: $label #$round\", \"ticks\": $((t1 - t0))}" >>"$work/cpu.jsonl"
+		done
+	done
+	kill "${pids[-1]}" "${pids[-2]}"
+	wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
 done
 
 echo "$BUILD/tools/cachenode-tel-microbench --json" >>"$cmds"
 "$BUILD"/tools/cachenode-tel-microbench --json | tail -n 1 >"$work/micro.json"
 
-python3 - "$results" "$cmds" "$BUILD" "$CONNS" "$work/micro.json" <<'EOF' >"$work/table.md"
+python3 - "$results" "$cmds" "$BUILD" "$CONNS" "$work/micro.json" "$work/cpu.jsonl" <<'EOF' >"$work/table.md"
 import json, subprocess, sys, platform
 rows = [json.loads(l) for l in open(sys.argv[1])]
 cmds = open(sys.argv[2]).read().strip().splitlines()
@@ -175,6 +197,8 @@ out.append(f"Machine: {os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Linux {platf
 out.append("| what | tool | requests/s | GB/s | p50 us | p99 us |")
 out.append("|---|---|---:|---:|---:|---:|")
 for r in rows:
+    if r["label"].startswith("telemetry "):
+        continue  # summarised below
     out.append(f"| {r['label']} | {r['tool']} | {f(r['req_per_s'], '{:,.0f}')} | "
                f"{f(r['gbytes_per_s'], '{:.2f}')} | {f(r['p50_us'], '{:.0f}')} | "
                f"{f(r['p99_us'], '{:.0f}')} |")
@@ -189,13 +213,30 @@ ratio("retrieve 1M", "GET 1M", "retrieve 1 MiB vs Redis GET", 1.2)
 ratio("store 1M", "SET 1M", "store 1 MiB vs Redis SET", 1.2)
 ratio("retrieve 1M", "loopback TCP, 1 stream", "retrieve 1 MiB vs iperf3", 0.8)
 ratio("store 1M", "loopback TCP, 1 stream", "store 1 MiB vs iperf3", 0.8)
-def tsum(prefix, key):
-    v = [r[key] for r in rows if r["label"].startswith(prefix)]
-    return sum(v) / len(v) if v else None
-for what, key in (("retrieve 1M", "gbytes_per_s"), ("lookup 32 keys/req", "req_per_s")):
-    on, off = tsum("telemetry on: " + what, key), tsum("telemetry off: " + what, key)
+def tvals(prefix, key):
+    return [r[key] for r in rows if r["label"].startswith(prefix)]
+for what, key, unit in (("retrieve 1M", "gbytes_per_s", "GB/s"), ("lookup 32 keys/req", "req_per_s", "req/s")):
+    on, off = tvals("telemetry on: " + what, key), tvals("telemetry off: " + what, key)
+    if on and off and len(on) == len(off):
+        per = ", ".join(f"{a/b:.2f}" for a, b in zip(on, off))
+        mon, moff = sum(on) / len(on), sum(off) / len(off)
+        out.append(f"| telemetry on/off, {what} >= 0.97 | {mon:,.2f} vs {moff:,.2f} {unit}, mean of "
+                   f"{len(on)} rounds (per round: {per}) | {mon/moff:.3f} |")
+cpu = {}
+try:
+    for l in open(sys.argv[6]):
+        c = json.loads(l)
+        cpu[c["label"]] = c["ticks"]
+except OSError:
+    pass
+hz = os.sysconf("SC_CLK_TCK")
+for what, n in (("retrieve 1M", None), ("lookup 32 keys/req", None)):
+    on = sum(v for k, v in cpu.items() if k.startswith("cpu on: " + what))
+    off = sum(v for k, v in cpu.items() if k.startswith("cpu off: " + what))
+    reqs = sum(1 for k in cpu if k.startswith("cpu on: " + what))
     if on and off:
-        out.append(f"| telemetry on/off, {what} >= 0.97 | {on:,.2f} vs {off:,.2f} (mean of 2 alternated runs) | {on/off:.3f} |")
+        out.append(f"| node CPU per request, telemetry off/on, {what} (1 = free) | "
+                   f"{on / hz:.2f} s on vs {off / hz:.2f} s off over {reqs} rounds | {off/on:.3f} |")
 try:
     m = json.load(open(sys.argv[5]))
     out.append(f"| event emission <= 30 ns | {m['ns_per_event']:.1f} ns/event enabled, "

@@ -182,7 +182,13 @@ int cn_tel_chrome_sink_create(const char *path, const char *process_name,
 
 /* ---- the telemetry context ---- */
 
-#define CN_TEL_DRAIN_IDLE_US 1000
+/*
+ * The drain sleeps this long after a pass that found every ring empty.
+ * Each wake-up has a fixed cost whatever the load (1 ms cost ~5% of a
+ * node's CPU on a 2-core machine under a 1 MiB retrieve load); 5 ms keeps it
+ * near 1% while a 16384-event ring still absorbs over 3M events/s per core.
+ */
+#define CN_TEL_DRAIN_IDLE_US 5000
 #define CN_TEL_RING_DEFAULT  16384
 
 struct cn_tel_cfg {

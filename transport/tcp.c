@@ -2,10 +2,15 @@
 /*
  * TCP transport.
  *
- * Server: every worker owns one SO_REUSEPORT listening socket (the kernel
- * spreads new connections over the workers), one epoll instance, an eventfd
- * to be woken for shutdown, and the connections it accepted. The loop blocks
- * in epoll_wait when idle, so an idle node uses no CPU. Bytes are received
+ * Server: one listening socket, in every worker's epoll set with
+ * EPOLLEXCLUSIVE (one worker is woken per arrival). The worker that accepts
+ * gives each connection to the worker with the fewest connections (itself,
+ * or another through that worker's handoff queue and eventfd), so load is
+ * spread evenly and deterministically; the kernel's SO_REUSEPORT hash put
+ * 3 or 4 of 4 connections on one of 2 workers in about half the runs. Each
+ * worker owns its connections, its epoll set and its eventfd (also used for
+ * shutdown). The loop blocks in epoll_wait when idle, so an idle node uses no
+ * CPU. Bytes are received
  * where the session says (its header buffer, or straight into a reserved L1
  * slab) and sent from the iovecs it offers (which may point into pinned
  * slabs): the transport never copies payload.
@@ -20,6 +25,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,15 +53,25 @@ struct tcp_conn {
 	struct tcp_conn *prev, *next;
 };
 
+/* A connection accepted by one worker for another. */
+struct tcp_handoff {
+	int fd;
+	char peer[INET6_ADDRSTRLEN + 8];
+};
+
+#define TCP_HANDOFF_MAX 64
+
 struct tcp_worker {
 	struct cn_server *srv;
 	unsigned id;
 	int epfd;
-	int lfd;
 	int evfd;
-	unsigned nconns;
+	unsigned nconns; /* written by this worker, read by acceptors (relaxed) */
 	struct tcp_conn *conns;
 	struct cn_transport_stats *st;
+	pthread_mutex_t hlock; /* the handoff queue: accept-rate traffic only */
+	unsigned nhand;
+	struct tcp_handoff hand[TCP_HANDOFF_MAX];
 	/* event tags for the listener and the eventfd (conns use their struct) */
 	char ltag, etag;
 };
@@ -63,7 +79,9 @@ struct tcp_worker {
 struct cn_server {
 	struct cn_server_cfg cfg;
 	char addr[INET6_ADDRSTRLEN + 8];
+	int lfd;
 	struct tcp_worker *w;
+	atomic_uint rr; /* breaks ties between equally loaded workers */
 	atomic_int stopping;
 	int grace_ms;
 };
@@ -141,33 +159,14 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen)
 
 	if (fd < 0)
 		return -errno;
+	/* SO_REUSEADDR only: a port held by anyone else fails with EADDRINUSE */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
 	    bind(fd, (const struct sockaddr *)ss, sslen) < 0 || listen(fd, 1024) < 0) {
 		int err = -errno;
 		close(fd);
 		return err;
 	}
 	return fd;
-}
-
-/*
- * SO_REUSEPORT would let a second process of the same user bind our port and
- * silently take a share of the connections. Bind once without it first: if
- * anyone holds the address, that fails with EADDRINUSE.
- */
-static int check_address_free(const struct sockaddr_storage *ss, socklen_t sslen)
-{
-	int one = 1, r = 0;
-	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)ss, sslen) < 0)
-		r = -errno;
-	close(fd);
-	return r;
 }
 
 static void tcp_server_destroy(struct cn_server **psrv)
@@ -185,13 +184,16 @@ static void tcp_server_destroy(struct cn_server **psrv)
 			close(c->fd);
 			free(c);
 		}
-		if (w->lfd >= 0)
-			close(w->lfd);
+		for (unsigned k = 0; k < w->nhand; k++)
+			close(w->hand[k].fd);
+		pthread_mutex_destroy(&w->hlock);
 		if (w->evfd >= 0)
 			close(w->evfd);
 		if (w->epfd >= 0)
 			close(w->epfd);
 	}
+	if (srv->lfd >= 0)
+		close(srv->lfd);
 	free(srv->w);
 	free(srv);
 	*psrv = NULL;
@@ -210,15 +212,10 @@ static int tcp_server_create(const struct cn_server_cfg *cfg, struct cn_server *
 	r = resolve(cfg->listen, 1, &ss, &sslen);
 	if (r < 0)
 		return r;
-	if ((ss.ss_family == AF_INET && ((struct sockaddr_in *)&ss)->sin_port != 0) ||
-	    (ss.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ss)->sin6_port != 0)) {
-		r = check_address_free(&ss, sslen);
-		if (r < 0)
-			return r;
-	}
 	srv = calloc(1, sizeof(*srv));
 	if (srv == NULL)
 		return -ENOMEM;
+	srv->lfd = -1;
 	srv->cfg = *cfg;
 	if (srv->cfg.max_conns == 0)
 		srv->cfg.max_conns = 4096;
@@ -228,28 +225,26 @@ static int tcp_server_create(const struct cn_server_cfg *cfg, struct cn_server *
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < cfg->nworkers; i++) {
-		srv->w[i].lfd = srv->w[i].evfd = srv->w[i].epfd = -1;
+		srv->w[i].evfd = srv->w[i].epfd = -1;
 		srv->w[i].srv = srv;
 		srv->w[i].id = i;
 		srv->w[i].st = &cfg->stats[i];
+		pthread_mutex_init(&srv->w[i].hlock, NULL);
 	}
+	r = listen_socket(&ss, sslen);
+	if (r < 0)
+		goto err;
+	srv->lfd = r;
+	sslen = sizeof(ss);
+	if (getsockname(srv->lfd, (struct sockaddr *)&ss, &sslen) < 0) { /* port 0 */
+		r = -errno;
+		goto err;
+	}
+	format_addr(&ss, srv->addr, sizeof(srv->addr));
 	for (unsigned i = 0; i < cfg->nworkers; i++) {
 		struct tcp_worker *w = &srv->w[i];
-		struct epoll_event ev = {.events = EPOLLIN};
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
 
-		r = listen_socket(&ss, sslen);
-		if (r < 0)
-			goto err;
-		w->lfd = r;
-		if (i == 0) {
-			/* Port 0: the others must join the port the first one got. */
-			sslen = sizeof(ss);
-			if (getsockname(w->lfd, (struct sockaddr *)&ss, &sslen) < 0) {
-				r = -errno;
-				goto err;
-			}
-			format_addr(&ss, srv->addr, sizeof(srv->addr));
-		}
 		w->epfd = epoll_create1(EPOLL_CLOEXEC);
 		w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (w->epfd < 0 || w->evfd < 0) {
@@ -257,11 +252,11 @@ static int tcp_server_create(const struct cn_server_cfg *cfg, struct cn_server *
 			goto err;
 		}
 		ev.data.ptr = &w->ltag;
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) < 0) {
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->lfd, &ev) < 0) {
 			r = -errno;
 			goto err;
 		}
-		ev.data.ptr = &w->etag;
+		ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = &w->etag};
 		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) < 0) {
 			r = -errno;
 			goto err;
@@ -292,7 +287,7 @@ static void conn_close(struct tcp_conn *c, int err)
 		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	w->nconns--;
+	__atomic_store_n(&w->nconns, w->nconns - 1, __ATOMIC_RELAXED);
 	CN_STAT_INC(w->st, conns_closed);
 	CN_STAT_SET(w->st, conns_open, w->nconns);
 	if (err != 0)
@@ -420,6 +415,107 @@ static void conn_event(struct tcp_conn *c, uint32_t events, bool draining)
 	conn_set_events(c, want);
 }
 
+/* Make @fd a connection of worker @w (called on @w's thread). */
+static void conn_add(struct tcp_worker *w, int fd, const char *peer)
+{
+	struct cn_server *srv = w->srv;
+	struct tcp_conn *c;
+	struct epoll_event ev;
+	int one = 1;
+
+	if (w->nconns >= srv->cfg.max_conns || atomic_load(&srv->stopping))
+		goto refuse;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto refuse;
+	c->w = w;
+	c->fd = fd;
+	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer);
+	if (c->sess == NULL) {
+		free(c);
+		goto refuse;
+	}
+	c->events = EPOLLIN | EPOLLRDHUP;
+	ev.events = c->events;
+	ev.data.ptr = c;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		srv->cfg.sess->close(c->sess, -errno);
+		free(c);
+		goto refuse;
+	}
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	__atomic_store_n(&w->nconns, w->nconns + 1, __ATOMIC_RELAXED);
+	CN_STAT_INC(w->st, conns_accepted);
+	CN_STAT_SET(w->st, conns_open, w->nconns);
+	return;
+refuse:
+	CN_STAT_INC(w->st, conns_refused);
+	close(fd);
+}
+
+/*
+ * The worker with the fewest connections; ties go round robin so that a
+ * burst of connections arriving at an idle node is spread too. Counts
+ * include connections queued for handoff.
+ */
+static struct tcp_worker *pick_worker(struct cn_server *srv)
+{
+	unsigned n = srv->cfg.nworkers, start = atomic_fetch_add(&srv->rr, 1) % n;
+	struct tcp_worker *best = NULL;
+	unsigned best_load = UINT_MAX;
+
+	for (unsigned k = 0; k < n; k++) {
+		struct tcp_worker *w = &srv->w[(start + k) % n];
+		unsigned load = __atomic_load_n(&w->nconns, __ATOMIC_RELAXED) +
+				__atomic_load_n(&w->nhand, __ATOMIC_RELAXED);
+
+		if (load < best_load) {
+			best = w;
+			best_load = load;
+		}
+	}
+	return best;
+}
+
+/* Queue @fd for worker @to and wake it; false if its queue is full. */
+static bool handoff(struct tcp_worker *to, int fd, const char *peer)
+{
+	uint64_t one = 1;
+	bool ok = false;
+
+	pthread_mutex_lock(&to->hlock);
+	if (to->nhand < TCP_HANDOFF_MAX) {
+		to->hand[to->nhand].fd = fd;
+		snprintf(to->hand[to->nhand].peer, sizeof(to->hand[0].peer), "%s", peer);
+		__atomic_store_n(&to->nhand, to->nhand + 1, __ATOMIC_RELAXED);
+		ok = true;
+	}
+	pthread_mutex_unlock(&to->hlock);
+	if (ok && write(to->evfd, &one, sizeof(one)) < 0) {
+		/* eventfd full means a wake-up is already pending */
+	}
+	return ok;
+}
+
+/* Take the connections other workers handed to @w. */
+static void take_handoffs(struct tcp_worker *w)
+{
+	struct tcp_handoff got[TCP_HANDOFF_MAX];
+	unsigned n;
+
+	pthread_mutex_lock(&w->hlock);
+	n = w->nhand;
+	memcpy(got, w->hand, n * sizeof(got[0]));
+	__atomic_store_n(&w->nhand, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&w->hlock);
+	for (unsigned i = 0; i < n; i++)
+		conn_add(w, got[i].fd, got[i].peer);
+}
+
 static void worker_accept(struct tcp_worker *w)
 {
 	struct cn_server *srv = w->srv;
@@ -428,52 +524,16 @@ static void worker_accept(struct tcp_worker *w)
 		struct sockaddr_storage ss;
 		socklen_t sslen = sizeof(ss);
 		char peer[INET6_ADDRSTRLEN + 8];
-		struct tcp_conn *c;
-		struct epoll_event ev;
-		int one = 1;
-		int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct tcp_worker *to;
+		int fd = accept4(srv->lfd, (struct sockaddr *)&ss, &sslen,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0)
-			return; /* EAGAIN, or a transient error: the listener stays armed */
-		if (w->nconns >= srv->cfg.max_conns) {
-			CN_STAT_INC(w->st, conns_refused);
-			close(fd);
-			continue;
-		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			return; /* EAGAIN (another worker took it), or a transient error */
 		format_addr(&ss, peer, sizeof(peer));
-		c = calloc(1, sizeof(*c));
-		if (c == NULL) {
-			CN_STAT_INC(w->st, conns_refused);
-			close(fd);
-			continue;
-		}
-		c->w = w;
-		c->fd = fd;
-		c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer);
-		if (c->sess == NULL) {
-			CN_STAT_INC(w->st, conns_refused);
-			close(fd);
-			free(c);
-			continue;
-		}
-		c->events = EPOLLIN | EPOLLRDHUP;
-		ev.events = c->events;
-		ev.data.ptr = c;
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			srv->cfg.sess->close(c->sess, -errno);
-			CN_STAT_INC(w->st, conns_refused);
-			close(fd);
-			free(c);
-			continue;
-		}
-		c->next = w->conns;
-		if (w->conns)
-			w->conns->prev = c;
-		w->conns = c;
-		w->nconns++;
-		CN_STAT_INC(w->st, conns_accepted);
-		CN_STAT_SET(w->st, conns_open, w->nconns);
+		to = pick_worker(srv);
+		if (to == w || !handoff(to, fd, peer))
+			conn_add(w, fd, peer);
 	}
 }
 
@@ -507,6 +567,7 @@ static int tcp_server_run(struct cn_server *srv, unsigned worker)
 				uint64_t v;
 				if (read(w->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 					return -errno;
+				take_handoffs(w); /* refused (closed) once stopping */
 			} else {
 				conn_event(tag, evs[i].events, draining);
 			}
@@ -514,9 +575,8 @@ static int tcp_server_run(struct cn_server *srv, unsigned worker)
 		if (!draining && atomic_load(&srv->stopping)) {
 			draining = true;
 			deadline = now_ms() + (uint64_t)srv->grace_ms;
-			epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
-			close(w->lfd);
-			w->lfd = -1;
+			epoll_ctl(w->epfd, EPOLL_CTL_DEL, srv->lfd, NULL);
+			take_handoffs(w);
 		}
 		if (draining) {
 			bool late = now_ms() >= deadline;
@@ -541,6 +601,8 @@ static void tcp_server_stop(struct cn_server *srv, int grace_ms)
 
 	srv->grace_ms = grace_ms < 0 ? 0 : grace_ms;
 	atomic_store(&srv->stopping, 1);
+	/* stop accepting now: new connection attempts are refused from here on */
+	shutdown(srv->lfd, SHUT_RDWR);
 	for (unsigned i = 0; i < srv->cfg.nworkers; i++)
 		if (write(srv->w[i].evfd, &one, sizeof(one)) < 0) {
 			/* eventfd full means a wake-up is already pending */

@@ -307,6 +307,32 @@ static void many_connections_on_all_workers(void **state)
 	assert_int_equal(per_worker_nonzero, NW);
 }
 
+/* Connections are spread evenly over the workers, not by a hash. */
+static void connections_are_balanced(void **state)
+{
+	struct fix *f = *state;
+	enum { N = 10 };
+	struct cn_tconn *c[N];
+	uint64_t open0, open1;
+
+	for (unsigned i = 0; i < N; i++) {
+		c[i] = conn(f);
+		echo_once(f, c[i], 16, i); /* the connection is established on its worker */
+	}
+	open0 = CN_STAT_GET(&f->stats[0], conns_open);
+	open1 = CN_STAT_GET(&f->stats[1], conns_open);
+	assert_int_equal(open0 + open1, N);
+	assert_int_equal(open0, N / NW);
+	assert_int_equal(open1, N / NW);
+	/* and every close is accounted for */
+	for (unsigned i = 0; i < N; i++)
+		f->ops->close(&c[i]);
+	usleep(100 * 1000);
+	assert_int_equal(CN_STAT_GET(&f->stats[0], conns_open) +
+				 CN_STAT_GET(&f->stats[1], conns_open),
+			 0);
+}
+
 static void protocol_error_closes_connection_only(void **state)
 {
 	struct fix *f = *state;
@@ -430,6 +456,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(small_and_large_messages, setup, teardown),
 		cmocka_unit_test_setup_teardown(byte_by_byte_partial_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(many_connections_on_all_workers, setup, teardown),
+		cmocka_unit_test_setup_teardown(connections_are_balanced, setup, teardown),
 		cmocka_unit_test_setup_teardown(protocol_error_closes_connection_only, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(stop_finishes_in_flight_message, setup, teardown),
