@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include <cachenode/client.h>
 #include "daemon.h"
 
@@ -401,6 +403,109 @@ static void eal_args_attached_form(void **state)
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
 }
 
+/*
+ * A 64-event ring under a pipelined lookup load: events are dropped, the
+ * node counts every one of them (emitted = kept + dropped, exactly), the
+ * drain took every kept one, and every request still got the right answer.
+ */
+static void tiny_ring_drops_are_counted(void **state)
+{
+	const char *args[] = {"--telemetry-ring-size", "64", "--workers", "2", NULL};
+	enum { K = 8, N = 20000, QDEPTH = 32 };
+	struct cn_daemon d;
+	struct cn_client *c = NULL;
+	struct cn_key keys[K];
+	uint8_t buf[1000];
+	static struct cn_req reqs[QDEPTH];
+	struct cn_req *done;
+	uint64_t events = 0, drops = 0, drained = 0, bad = 0;
+
+	assert_int_equal(cn_daemon_start(&d, args), 0);
+	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
+	memset(buf, 7, sizeof(buf));
+	for (unsigned i = 0; i < K; i++) {
+		keys[i] = key_of("ring", i);
+		assert_int_equal(cn_client_store(c, &keys[i], buf, sizeof(buf)), 0);
+	}
+	for (unsigned i = 0, completed = 0; completed < N;) {
+		if (i < N && cn_client_outstanding(c) < QDEPTH) {
+			struct cn_req *r = &reqs[i % QDEPTH];
+			*r = (struct cn_req){.op = CN_OP_LOOKUP, .nkeys = K, .keys = keys};
+			assert_int_equal(cn_client_submit(c, r), 0);
+			i++;
+			continue;
+		}
+		assert_int_equal(cn_client_wait(c, &done), 0);
+		bad += done->result != 0 || done->prefix != K;
+		completed++;
+	}
+	cn_client_close(&c);
+	assert_int_equal(bad, 0); /* the data path never noticed */
+	/* the drain is asynchronous: wait until it has taken everything kept */
+	for (int t = 0; t < 100; t++) {
+		assert_int_equal(cn_status_u64(d.addr, "components.telemetry.counters.events", &events), 0);
+		assert_int_equal(cn_status_u64(d.addr, "components.telemetry.counters.drained", &drained), 0);
+		if (drained >= events)
+			break;
+		usleep(50 * 1000);
+	}
+	assert_int_equal(cn_status_u64(d.addr, "components.telemetry.counters.drops", &drops), 0);
+	/* K stores and N lookups emit 2 events each; the STATUS requests emit none */
+	assert_true(drops > 0);
+	assert_int_equal(events + drops, 2 * K + 2 * N);
+	assert_int_equal(drained, events);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+}
+
+/* --trace-spans: a Chrome trace-event file with one complete event per span. */
+static void trace_spans_file(void **state)
+{
+	char path[64];
+	const char *args[] = {"--trace-spans", path, NULL};
+	struct cn_daemon d;
+	struct cn_client *c = NULL;
+	uint8_t buf[4096], out[4096];
+	uint32_t len, prefix;
+	json_t *root, *evs, *ev;
+	json_error_t jerr;
+	size_t i;
+	unsigned stores = 0, retrieves = 0, lookups = 0;
+
+	snprintf(path, sizeof(path), "/tmp/cn-trace-%d.json", (int)getpid());
+	assert_int_equal(cn_daemon_start(&d, args), 0);
+	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
+	memset(buf, 3, sizeof(buf));
+	for (unsigned k = 0; k < 10; k++) {
+		struct cn_key key = key_of("trace", k);
+		assert_int_equal(cn_client_store(c, &key, buf, sizeof(buf)), 0);
+		assert_int_equal(cn_client_retrieve(c, &key, out, sizeof(out), &len), 0);
+		assert_int_equal(cn_client_lookup(c, &key, 1, &prefix, NULL), 0);
+	}
+	cn_client_close(&c);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0); /* closes the file cleanly */
+	root = json_load_file(path, 0, &jerr);
+	if (root == NULL)
+		fail_msg("%s: %s (line %d)", path, jerr.text, jerr.line);
+	evs = json_object_get(root, "traceEvents");
+	assert_true(json_is_array(evs));
+	json_array_foreach(evs, i, ev) {
+		const char *name = json_string_value(json_object_get(ev, "name"));
+		const char *ph = json_string_value(json_object_get(ev, "ph"));
+
+		if (ph == NULL || strcmp(ph, "X") != 0 || name == NULL)
+			continue;
+		assert_true(json_number_value(json_object_get(ev, "dur")) >= 0);
+		stores += strcmp(name, "store") == 0;
+		retrieves += strcmp(name, "retrieve") == 0;
+		lookups += strcmp(name, "lookup") == 0;
+	}
+	assert_int_equal(stores, 10);
+	assert_int_equal(retrieves, 10);
+	assert_int_equal(lookups, 10);
+	json_decref(root);
+	unlink(path);
+}
+
 static uint64_t proc_cpu_ticks(pid_t pid)
 {
 	char path[64], buf[1024], *p;
@@ -516,6 +621,8 @@ int main(void)
 		cmocka_unit_test(port_in_use_is_a_clear_error),
 		cmocka_unit_test(same_node_id_is_refused),
 		cmocka_unit_test(eal_args_attached_form),
+		cmocka_unit_test(tiny_ring_drops_are_counted),
+		cmocka_unit_test(trace_spans_file),
 		cmocka_unit_test(idle_node_uses_no_cpu),
 		cmocka_unit_test(sigterm_under_load_exits_cleanly),
 	};
