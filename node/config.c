@@ -142,6 +142,22 @@ static bool valid_node_id(const char *id)
 	return true;
 }
 
+/* A HOST:PORT option value (the host is resolved when it is used). */
+static int set_hostport(const char *v, char *dst, size_t len, const char *dn, char *err,
+			size_t errlen)
+{
+	const char *colon = strrchr(v, ':');
+	char *end;
+	unsigned long port;
+
+	if (colon == NULL || colon == v || copy_str(v, dst, len))
+		return fail(err, errlen, "--%s '%s': expected HOST:PORT", dn, v);
+	port = strtoul(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || port > 65535)
+		return fail(err, errlen, "--%s '%s': bad port", dn, v);
+	return 0;
+}
+
 /* Apply one option value; the error names the option as the user wrote it. */
 static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err, size_t errlen)
 {
@@ -153,18 +169,8 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 	switch (id) {
 	case OPT_config:
 		return 0; /* handled before */
-	case OPT_listen: {
-		const char *colon = strrchr(v, ':');
-		char *end;
-		unsigned long port;
-
-		if (colon == NULL || colon == v || copy_str(v, cfg->listen, sizeof(cfg->listen)))
-			return fail(err, errlen, "--%s '%s': expected HOST:PORT", dn, v);
-		port = strtoul(colon + 1, &end, 10);
-		if (colon[1] == '\0' || *end != '\0' || port > 65535)
-			return fail(err, errlen, "--%s '%s': bad port", dn, v);
-		return 0;
-	}
+	case OPT_listen:
+		return set_hostport(v, cfg->listen, sizeof(cfg->listen), dn, err, errlen);
 	case OPT_l1_size:
 		if (cn_parse_size(v, &sz) < 0 || sz < (1u << 20))
 			return fail(err, errlen, "--%s '%s': expected a size of at least 1M", dn, v);
@@ -219,22 +225,12 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 		return fail(err, errlen, "--%s '%s': expected error, warning, notice, info or debug",
 			    dn, v);
 	}
-	case OPT_http: {
-		const char *colon = strrchr(v, ':');
-		char *end;
-		unsigned long port;
-
+	case OPT_http:
 		if (strcmp(v, "off") == 0 || *v == '\0') {
 			cfg->http[0] = '\0';
 			return 0;
 		}
-		if (colon == NULL || colon == v || copy_str(v, cfg->http, sizeof(cfg->http)))
-			return fail(err, errlen, "--%s '%s': expected HOST:PORT or off", dn, v);
-		port = strtoul(colon + 1, &end, 10);
-		if (colon[1] == '\0' || *end != '\0' || port > 65535)
-			return fail(err, errlen, "--%s '%s': bad port", dn, v);
-		return 0;
-	}
+		return set_hostport(v, cfg->http, sizeof(cfg->http), dn, err, errlen);
 	case OPT_no_telemetry:
 		if (*v == '\0' || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0 ||
 		    strcmp(v, "1") == 0) {
