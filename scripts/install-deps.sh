@@ -4,7 +4,9 @@
 set -euo pipefail
 
 build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev libmicrohttpd-dev)
-test=(dpdk-dev python3 procps prometheus curl)   # dpdk-dev ships dpdk-telemetry.py; prometheus ships promtool
+test=(dpdk-dev python3 procps prometheus curl file qemu-system-x86 busybox-static rdma-core ibverbs-utils
+	ibverbs-providers libibverbs-dev librdmacm-dev rdmacm-utils perftest iproute2 kmod cpio xz-utils)
+# dpdk-dev ships dpdk-telemetry.py, prometheus promtool; qemu, busybox, rdma-core, perftest: tests/rdma
 bench=(redis-server redis-tools iperf3 python3)
 
 want=("${build[@]}")

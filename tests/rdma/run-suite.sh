@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The rdma suite (meson test --suite rdma): real verbs on soft-RoCE inside qemu.
+# Usage: run-suite.sh CACHE-DIR [cachenode-rdma-bench]
+#   1. one VM, both ends on rxe0: perftest sanity, then the project's verbs tests
+#      (tests/rdma/test_verbs.sh) when the verbs build produced cachenode-rdma-bench;
+#   2. two VMs (two hosts, one rxe each, a virtual link): RC traffic between the hosts.
+# Exit 77 (skipped) only when qemu or the kernel package cannot be had.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=$1
+bench=${2:-}
+vm=$here/vm.sh
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$vm" build "$cache" || exit $?
+
+cat >"$work/one.sh" <<'VM'
+#!/bin/sh
+fail=0
+echo "== perftest sanity on rxe0 (server and client on one device)"
+ib_write_bw -d rxe0 -x 1 -s 65536 -D 2 >/tmp/s.log 2>&1 &
+sleep 1
+timeout 60 ib_write_bw -d rxe0 -x 1 -s 65536 -D 2 10.77.0.1 || fail=1
+wait
+if [ -x /work/test_verbs.sh ]; then
+	echo "== project verbs tests"
+	/work/test_verbs.sh || fail=1
+fi
+exit $fail
+VM
+files=()
+if [ -n "$bench" ] && [ -x "$bench" ]; then
+	files+=("$bench" "$here/test_verbs.sh")
+fi
+echo "--- one VM"
+VM_TIMEOUT=${VM_TIMEOUT:-600} "$vm" run "$cache" "$work/one.sh" "${files[@]}" || exit $?
+
+cat >"$work/node.sh" <<'VM'
+#!/bin/sh
+timeout 120 ibv_rc_pingpong -d rxe0 -g 1 -n 50
+VM
+cat >"$work/client.sh" <<'VM'
+#!/bin/sh
+for i in 1 2 3 4 5 6 7 8 9 10; do
+	timeout 60 ibv_rc_pingpong -d rxe0 -g 1 -n 50 10.77.0.1 && exit 0
+	sleep 1
+done
+exit 1
+VM
+echo "--- two VMs"
+VM_TIMEOUT=${VM_TIMEOUT:-600} "$vm" run2 "$cache" "$work/node.sh" "$work/client.sh" || exit $?
+echo "rdma suite: all passed"
