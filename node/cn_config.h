@@ -23,6 +23,7 @@
 	X(eviction, "POLICY", "lru", "eviction policy (lru)")                                  \
 	X(transport, "NAME", "auto", "client transport: auto or tcp (verbs comes with RDMA)")  \
 	X(shutdown_grace, "MS", "5000", "on SIGTERM, how long in-flight requests may finish")   \
+	X(request_timeout, "MS", "30000", "cut a connection stuck mid-request this long")       \
 	X(log_level, "LEVEL", "notice", "error, warning, notice, info or debug")                \
 	X(http, "HOST:PORT", "127.0.0.1:9190", "HTTP for /metrics, /api/status, /api/healthz; off = none") \
 	X(no_telemetry, "", "", "switch telemetry events off (counters stay)")                 \
@@ -40,6 +41,7 @@ struct cn_config {
 	char eviction[16];
 	char transport[16];
 	unsigned shutdown_grace;
+	unsigned request_timeout;
 	int log_level; /* RTE_LOG_ERR .. RTE_LOG_DEBUG */
 	char http[128]; /* "" = no HTTP server */
 	bool telemetry;

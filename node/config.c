@@ -18,6 +18,7 @@
 
 #include "cn_config.h"
 #include "cn_metrics.h"
+#include "cn_transport.h"
 
 enum opt_id {
 #define X(n, a, d, h) OPT_##n,
@@ -146,15 +147,13 @@ static bool valid_node_id(const char *id)
 static int set_hostport(const char *v, char *dst, size_t len, const char *dn, char *err,
 			size_t errlen)
 {
-	const char *colon = strrchr(v, ':');
-	char *end;
-	unsigned long port;
+	char host[256];
+	uint16_t port;
 
-	if (colon == NULL || colon == v || copy_str(v, dst, len))
-		return fail(err, errlen, "--%s '%s': expected HOST:PORT", dn, v);
-	port = strtoul(colon + 1, &end, 10);
-	if (colon[1] == '\0' || *end != '\0' || port > 65535)
-		return fail(err, errlen, "--%s '%s': bad port", dn, v);
+	/* the transport's own parser: what passes here, the listener accepts */
+	if (cn_parse_hostport(v, host, sizeof(host), &port) < 0 || copy_str(v, dst, len))
+		return fail(err, errlen, "--%s '%s': expected HOST:PORT ([ADDR]:PORT for IPv6)",
+			    dn, v);
 	return 0;
 }
 
@@ -203,6 +202,12 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 				    "--%s '%s': known transports: auto, tcp (this build has no verbs)",
 				    dn, v);
 		strcpy(cfg->transport, v);
+		return 0;
+	case OPT_request_timeout:
+		if (parse_uint(v, 100, 3600000, &u) < 0)
+			return fail(err, errlen, "--%s '%s': expected milliseconds, 100..3600000", dn,
+				    v);
+		cfg->request_timeout = u;
 		return 0;
 	case OPT_shutdown_grace:
 		if (parse_uint(v, 0, 600000, &u) < 0)

@@ -318,8 +318,8 @@ int main(int argc, char **argv)
 		void *sarg;
 
 		r = cn_tel_chrome_sink_create(nd.cfg.trace_spans, nd.cfg.node_id, &sops, &sarg);
-		if (r == 0)
-			r = cn_tel_subscribe(nd.tel, sops, sarg);
+		if (r == 0 && (r = cn_tel_subscribe(nd.tel, sops, sarg)) < 0)
+			sops->close(sarg); /* not subscribed: still ours to close */
 		if (r < 0) {
 			LOG(ERR, "--trace-spans %s: %s", nd.cfg.trace_spans, strerror(-r));
 			goto out_tel;
@@ -368,6 +368,7 @@ int main(int argc, char **argv)
 		.sess = &cn_session_ops,
 		.sess_arg = &nd.sctx,
 		.stats = nd.tport_stats,
+		.request_timeout_ms = nd.cfg.request_timeout,
 	};
 	r = nd.tops->server_create(&scfg, &nd.server);
 	if (r < 0) {
@@ -435,10 +436,12 @@ out_wait:
 	rte_eal_mp_wait_lcore();
 	if (atomic_load(&nd.worker_failed))
 		rc = 1;
+	/* DPDK commands read nd (nd.http among it) on their own threads: they go first */
+	cn_tel_dpdk_unregister();
 	cn_http_stop(&nd.http);
 out_drain:
+	cn_tel_dpdk_unregister(); /* again on the error path; a no-op when done */
 	cn_tel_stop(nd.tel); /* a last drain pass: every event emitted reaches its subscribers */
-	cn_tel_dpdk_unregister();
 out_server:
 	nd.tops->server_destroy(&nd.server);
 out_engine:

@@ -853,8 +853,9 @@ static bool sess_idle(void *sp)
 {
 	const struct sess *s = sp;
 
+	/* bytes of a next frame already staged mean a request has begun */
 	return (s->state == RX_HDR || s->state == RX_DEAD) && s->nitems == 0 &&
-	       s->tx_head == NULL;
+	       s->tx_head == NULL && (s->state == RX_DEAD || s->rx_off == s->rx_len);
 }
 
 const struct cn_session_ops cn_session_ops = {

@@ -28,7 +28,8 @@
  *                                               while readers hold that much
  *   transport   a data-path worker failed       "a worker's event loop failed ...": the
  *               (nd->worker_failed)             node is stopping
- *   telemetry   enabled and drain_lag_ns > 1 s  "drain is N ms behind": events wait that
+ *   telemetry   enabled and drain_lag_ns > 1 s, "drain is N ms behind": events wait that
+ *               or no drain pass for 1 s        (or "has not completed a pass": stuck);
  *                                               long in the rings, spans and latencies
  *                                               are late
  *   engine      any child unhealthy             the child's reason, prefixed "l1: "
@@ -293,6 +294,9 @@ static json_t *telemetry_json(struct tree *t, const struct cn_node *nd, struct h
 	if (enabled && ds.drain_lag_ns > TEL_LAG_MAX_NS)
 		fail(h, "drain is %" PRIu64 " ms behind (events wait in the rings; spans are late)",
 		     ds.drain_lag_ns / 1000000);
+	else if (enabled && cn_tel_drain_age_ns(tel) > TEL_LAG_MAX_NS)
+		fail(h, "drain has not completed a pass for %" PRIu64
+		     " ms (stuck on a subscriber?)", cn_tel_drain_age_ns(tel) / 1000000);
 	put(t, o, "enabled", json_boolean(enabled));
 	put_u64(t, o, "ring_size", tel ? cn_tel_ring_size(tel) : 0);
 	put(t, o, "counters",

@@ -227,6 +227,12 @@ unsigned cn_tel_drain_once(struct cn_tel *t);
 void cn_tel_op_hist(const struct cn_tel *t, enum cn_tel_op op, struct cn_hist *out);
 void cn_tel_drain_stats(const struct cn_tel *t, struct cn_tel_drain_stats *out);
 unsigned cn_tel_ring_depth(const struct cn_tel *t, unsigned core);
+/*
+ * Time since the drain's last pass ended (0 before the first pass, or when
+ * telemetry is off): a drain stuck on a slow subscriber shows here at once,
+ * while drain_lag_ns only changes when a pass completes.
+ */
+uint64_t cn_tel_drain_age_ns(const struct cn_tel *t);
 unsigned cn_tel_ring_size(const struct cn_tel *t);
 uint64_t cn_tel_tsc_hz(void);
 

@@ -105,6 +105,7 @@ struct cn_tel_priv {
 	pthread_t thread;
 	struct cn_tel_pairer *pairer;
 	uint64_t next_expire_tsc;
+	uint64_t last_pass_tsc; /* end of the last drain pass (relaxed atomic): a heartbeat */
 	unsigned nsub;
 	struct tel_sub sub[TEL_MAX_SUBS];
 	struct tel_log log;
@@ -243,8 +244,7 @@ static void handle_event(struct cn_tel_priv *p, const struct cn_tel_event *ev)
 /*
  * One pass over every ring, under p->lock. Takes at most ring_size events
  * from a core per pass so a busy core cannot keep the drain from the others.
- * drain_lag_ns is set by passes that move events (an empty pass leaves the
- * last figure): the largest (dequeue time - tsc of the oldest event of a
+ * drain_lag_ns is set by every pass (0 when it found nothing waiting): the largest (dequeue time - tsc of the oldest event of a
  * burst). Returns the number of events moved.
  */
 static unsigned drain_pass(struct cn_tel *t)
@@ -277,9 +277,10 @@ static unsigned drain_pass(struct cn_tel *t)
 		}
 	}
 	CN_STAT_INC(&p->st, drain_passes);
+	/* an empty pass means nothing waits: the lag is 0 until events wait again */
+	CN_STAT_SET(&p->st, drain_lag_ns, tsc_to_ns(lag, p->hz));
 	if (moved != 0) {
 		CN_STAT_ADD(&p->st, drained, moved);
-		CN_STAT_SET(&p->st, drain_lag_ns, tsc_to_ns(lag, p->hz));
 		for (unsigned i = 0; i < p->nsub; i++) {
 			const struct cn_tel_sub_ops *ops = p->sub[i].ops;
 
@@ -288,11 +289,22 @@ static unsigned drain_pass(struct cn_tel *t)
 		}
 	}
 	now = rte_rdtsc();
+	__atomic_store_n(&p->last_pass_tsc, now, __ATOMIC_RELAXED);
 	if (now >= p->next_expire_tsc) {
 		CN_STAT_ADD(&p->st, spans_unmatched, cn_tel_pairer_expire(p->pairer, now));
 		p->next_expire_tsc = now + p->hz;
 	}
 	return moved;
+}
+
+uint64_t cn_tel_drain_age_ns(const struct cn_tel *t)
+{
+	uint64_t last, now = rte_rdtsc();
+
+	if (t == NULL || !t->enabled || t->priv == NULL)
+		return 0;
+	last = __atomic_load_n(&t->priv->last_pass_tsc, __ATOMIC_RELAXED);
+	return last == 0 || now < last ? 0 : tsc_to_ns(now - last, t->priv->hz);
 }
 
 unsigned cn_tel_drain_once(struct cn_tel *t)

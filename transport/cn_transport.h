@@ -80,6 +80,7 @@ struct cn_session_ops {
 	X(conns_closed, COUNTER, "connections closed")                                 \
 	X(conns_open, GAUGE, "connections open now")                                   \
 	X(conn_errors, COUNTER, "connections ended by an I/O or protocol error")        \
+	X(conn_timeouts, COUNTER, "connections cut: mid-request with no progress for the request timeout") \
 	X(bytes_rx, COUNTER, "bytes received")                                         \
 	X(bytes_tx, COUNTER, "bytes sent")                                             \
 	X(rx_calls, COUNTER, "receive system calls that returned data")                \
@@ -97,6 +98,7 @@ struct cn_server_cfg {
 	const char *listen;	      /* "HOST:PORT"; port 0 picks a free port */
 	unsigned nworkers;	      /* 1..CN_MAX_CORES-1; each runs server_run() */
 	unsigned max_conns;	      /* per worker; 0 = 4096 */
+	unsigned request_timeout_ms;  /* a request with no I/O progress this long is cut; 0 = 30000 */
 	const struct cn_session_ops *sess;
 	void *sess_arg;		      /* passed to sess->open() */
 	struct cn_transport_stats *stats; /* nworkers structs, owned by the caller */

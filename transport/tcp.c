@@ -50,6 +50,9 @@ struct tcp_conn {
 	uint32_t events;	/* current epoll interest */
 	bool closing;		/* protocol error: flush then close */
 	bool rd_eof;		/* the peer shut its side: send what is owed, then close */
+	bool lingering;		/* session gone, our side shut: discarding input until EOF */
+	uint64_t last_io_ms;	/* last time bytes moved either way */
+	uint64_t linger_until_ms;
 	struct tcp_conn *prev, *next;
 };
 
@@ -66,6 +69,8 @@ struct tcp_worker {
 	unsigned id;
 	int epfd;
 	int evfd;
+	int spare_fd; /* closed to accept-and-refuse when the process is out of fds */
+	uint64_t next_tick_ms;
 	unsigned nconns; /* written by this worker, read by acceptors (relaxed) */
 	struct tcp_conn *conns;
 	struct cn_transport_stats *st;
@@ -180,13 +185,16 @@ static void tcp_server_destroy(struct cn_server **psrv)
 		while (w->conns) {
 			struct tcp_conn *c = w->conns;
 			w->conns = c->next;
-			srv->cfg.sess->close(c->sess, -ESHUTDOWN);
+			if (c->sess != NULL)
+				srv->cfg.sess->close(c->sess, -ESHUTDOWN);
 			close(c->fd);
 			free(c);
 		}
 		for (unsigned k = 0; k < w->nhand; k++)
 			close(w->hand[k].fd);
 		pthread_mutex_destroy(&w->hlock);
+		if (w->spare_fd >= 0)
+			close(w->spare_fd);
 		if (w->evfd >= 0)
 			close(w->evfd);
 		if (w->epfd >= 0)
@@ -219,6 +227,8 @@ static int tcp_server_create(const struct cn_server_cfg *cfg, struct cn_server *
 	srv->cfg = *cfg;
 	if (srv->cfg.max_conns == 0)
 		srv->cfg.max_conns = 4096;
+	if (srv->cfg.request_timeout_ms == 0)
+		srv->cfg.request_timeout_ms = 30000;
 	srv->w = calloc(cfg->nworkers, sizeof(*srv->w));
 	if (srv->w == NULL) {
 		free(srv);
@@ -226,6 +236,7 @@ static int tcp_server_create(const struct cn_server_cfg *cfg, struct cn_server *
 	}
 	for (unsigned i = 0; i < cfg->nworkers; i++) {
 		srv->w[i].evfd = srv->w[i].epfd = -1;
+		srv->w[i].spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		srv->w[i].srv = srv;
 		srv->w[i].id = i;
 		srv->w[i].st = &cfg->stats[i];
@@ -274,13 +285,18 @@ static const char *tcp_server_addr(const struct cn_server *srv)
 	return srv->addr;
 }
 
-static void conn_close(struct tcp_conn *c, int err)
+#define TCP_LINGER_MS 2000 /* how long a closing connection waits for the peer's EOF */
+#define TCP_TICK_MS   1000 /* housekeeping period while a worker has connections */
+
+/* Free a connection now: its session (if still there) and its socket. */
+static void conn_free(struct tcp_conn *c, int err)
 {
 	struct tcp_worker *w = c->w;
 
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
-	w->srv->cfg.sess->close(c->sess, err);
+	if (c->sess != NULL)
+		w->srv->cfg.sess->close(c->sess, err);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -293,6 +309,54 @@ static void conn_close(struct tcp_conn *c, int err)
 	if (err != 0)
 		CN_STAT_INC(w->st, conn_errors);
 	free(c);
+}
+
+/*
+ * Close a connection whose output is all sent. The session goes at once
+ * (its slabs and pins are released), but the socket lingers: closing a
+ * socket with unread input makes the kernel send a reset and throw away
+ * what is still queued for the peer (replies it is owed, an ERROR frame).
+ * So shut our side, discard input until the peer's EOF or TCP_LINGER_MS,
+ * then close.
+ */
+static void conn_close(struct tcp_conn *c, int err)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+
+	if (c->rd_eof || c->lingering) {
+		conn_free(c, err);
+		return;
+	}
+	c->w->srv->cfg.sess->close(c->sess, err);
+	c->sess = NULL;
+	if (err != 0)
+		CN_STAT_INC(c->w->st, conn_errors);
+	if (shutdown(c->fd, SHUT_WR) < 0 ||
+	    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
+		conn_free(c, 0);
+		return;
+	}
+	c->events = ev.events;
+	c->lingering = true;
+	c->linger_until_ms = now_ms() + TCP_LINGER_MS;
+}
+
+/* A lingering connection is readable: discard, and free it at EOF. */
+static void conn_linger(struct tcp_conn *c)
+{
+	char sink[4096];
+
+	for (;;) {
+		ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+			conn_free(c, 0);
+		return;
+	}
 }
 
 static void conn_set_events(struct tcp_conn *c, uint32_t events)
@@ -328,6 +392,7 @@ static int conn_flush(struct tcp_conn *c)
 		}
 		CN_STAT_INC(c->w->st, tx_calls);
 		CN_STAT_ADD(c->w->st, bytes_tx, s);
+		c->last_io_ms = now_ms();
 		if (so->tx_done(c->sess, (size_t)s) < 0)
 			c->closing = true;
 	}
@@ -360,6 +425,7 @@ static int conn_read(struct tcp_conn *c)
 		}
 		CN_STAT_INC(c->w->st, rx_calls);
 		CN_STAT_ADD(c->w->st, bytes_rx, n);
+		c->last_io_ms = now_ms();
 		budget -= (size_t)n;
 		r = so->rx_done(c->sess, (size_t)n);
 		if (r < 0)
@@ -381,6 +447,10 @@ static void conn_event(struct tcp_conn *c, uint32_t events, bool draining)
 	int r = 0, tx;
 	uint32_t want;
 
+	if (c->lingering) {
+		conn_linger(c);
+		return;
+	}
 	if (!c->rd_eof && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
 		r = conn_read(c);
 		if (r < 0) {
@@ -431,6 +501,7 @@ static void conn_add(struct tcp_worker *w, int fd, const char *peer)
 		goto refuse;
 	c->w = w;
 	c->fd = fd;
+	c->last_io_ms = now_ms();
 	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer);
 	if (c->sess == NULL) {
 		free(c);
@@ -528,12 +599,55 @@ static void worker_accept(struct tcp_worker *w)
 		int fd = accept4(srv->lfd, (struct sockaddr *)&ss, &sslen,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && w->spare_fd >= 0) {
+			/*
+			 * Out of descriptors: the listener stays readable, so returning
+			 * would spin. Free the spare, accept and close at once (the
+			 * client sees the connection refused), take the spare back.
+			 */
+			close(w->spare_fd);
+			fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0) {
+				close(fd);
+				CN_STAT_INC(w->st, conns_refused);
+			}
+			w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			continue;
+		}
 		if (fd < 0)
 			return; /* EAGAIN (another worker took it), or a transient error */
 		format_addr(&ss, peer, sizeof(peer));
 		to = pick_worker(srv);
 		if (to == w || !handoff(to, fd, peer))
 			conn_add(w, fd, peer);
+	}
+}
+
+/*
+ * Housekeeping, at most every TCP_TICK_MS: free lingering connections past
+ * their deadline, and close connections stuck in the middle of a request
+ * (a STORE whose payload stopped coming, replies nobody reads) for longer
+ * than the request timeout, so one stalled client cannot hold reserved or
+ * pinned chunks for ever.
+ */
+static void worker_tick(struct tcp_worker *w)
+{
+	const struct cn_session_ops *so = w->srv->cfg.sess;
+	uint64_t now = now_ms(), limit = w->srv->cfg.request_timeout_ms;
+	struct tcp_conn *c, *next;
+
+	if (now < w->next_tick_ms)
+		return;
+	w->next_tick_ms = now + TCP_TICK_MS;
+	for (c = w->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->lingering) {
+			if (now >= c->linger_until_ms)
+				conn_free(c, 0);
+		} else if (!so->idle(c->sess) && now - c->last_io_ms > limit) {
+			CN_STAT_INC(w->st, conn_timeouts);
+			conn_free(c, -ETIMEDOUT); /* nothing will be read or sent anyway */
+		}
 	}
 }
 
@@ -548,7 +662,8 @@ static int tcp_server_run(struct cn_server *srv, unsigned worker)
 		return -EINVAL;
 	w = &srv->w[worker];
 	for (;;) {
-		int timeout = draining ? 20 : -1;
+		/* a housekeeping tick only while there are connections to watch */
+		int timeout = draining ? 20 : w->conns != NULL ? TCP_TICK_MS : -1;
 		int n = epoll_wait(w->epfd, evs, TCP_MAX_EVENTS, timeout);
 
 		if (n < 0) {
@@ -585,13 +700,16 @@ static int tcp_server_run(struct cn_server *srv, unsigned worker)
 			for (; c != NULL; c = next) {
 				next = c->next;
 				if (late)
-					conn_close(c, -ESHUTDOWN);
+					conn_free(c, c->sess ? -ESHUTDOWN : 0);
+				else if (c->lingering)
+					continue; /* freed at the peer's EOF or its linger deadline */
 				else if (srv->cfg.sess->idle(c->sess) && conn_flush(c) == 0)
 					conn_close(c, 0);
 			}
 			if (w->conns == NULL)
 				return 0;
 		}
+		worker_tick(w);
 	}
 }
 

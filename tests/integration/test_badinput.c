@@ -468,6 +468,53 @@ static void half_close_still_gets_whole_reply(void **state)
 	assert_node_serving();
 }
 
+/*
+ * Replies owed before a fatal frame still arrive, whole, even when the client
+ * keeps sending after it: closing a socket with unread input would make the
+ * kernel reset the connection and drop the queued replies.
+ */
+static void replies_survive_a_fatal_frame_and_junk(void **state)
+{
+	enum { N = 8, SZ = 1u << 20 };
+	struct cn_key keys[N];
+	uint8_t *got = malloc(SZ), *junk = calloc(1, SZ), req[8 + N * 32], hb[CN_PROTO_HDR_LEN];
+	uint8_t meta[8 + N * 8], bad[CN_PROTO_HDR_LEN];
+	struct cn_proto_hdr h;
+	char msg[512];
+	int fd;
+
+	for (unsigned i = 0; i < N; i++) { /* stored by half_close_still_gets_whole_reply */
+		char name[32];
+		snprintf(name, sizeof(name), "half-%u", i);
+		keys[i] = key_of(name);
+	}
+	fd = raw_connect();
+	cn_put_le32(req, N);
+	cn_put_le32(req + 4, 0);
+	memcpy(req + 8, keys, sizeof(keys));
+	send_hdr(fd, CN_OP_RETRIEVE, 70, sizeof(req));
+	send_all(fd, req, sizeof(req));
+	memset(bad, 'x', sizeof(bad));
+	send_all(fd, bad, sizeof(bad)); /* fatal */
+	send(fd, junk, SZ, MSG_NOSIGNAL | MSG_DONTWAIT); /* and more the node will not read */
+	usleep(300 * 1000); /* the node has flushed what it could and decided to close */
+	assert_int_equal(recv(fd, hb, sizeof(hb), MSG_WAITALL), (ssize_t)sizeof(hb));
+	assert_int_equal(cn_proto_hdr_decode(hb, &h), CN_OK);
+	assert_int_equal(h.req_id, 70);
+	assert_int_equal(recv(fd, meta, sizeof(meta), MSG_WAITALL), (ssize_t)sizeof(meta));
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(recv(fd, got, SZ, MSG_WAITALL), (ssize_t)SZ);
+		assert_int_equal(got[0], i + 1);
+		assert_int_equal(got[SZ - 1], i + 1);
+	}
+	recv_reply(fd, &h, msg, sizeof(msg)); /* and then the ERROR frame */
+	assert_int_equal(h.opcode, CN_OP_ERROR);
+	close(fd);
+	free(got);
+	free(junk);
+	assert_node_serving();
+}
+
 static void reply_flag_from_client_is_fatal(void **state)
 {
 	struct cn_proto_hdr h;
@@ -521,6 +568,7 @@ int main(void)
 		cmocka_unit_test(refused_batch_then_disconnect),
 		cmocka_unit_test(store_shorter_than_batch_header),
 		cmocka_unit_test(half_close_still_gets_whole_reply),
+		cmocka_unit_test(replies_survive_a_fatal_frame_and_junk),
 		cmocka_unit_test(reply_flag_from_client_is_fatal),
 	};
 	return cmocka_run_group_tests_name("badinput", tests, group_setup, group_teardown);

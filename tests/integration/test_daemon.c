@@ -15,6 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <cmocka.h>
 
@@ -506,6 +510,99 @@ static void trace_spans_file(void **state)
 	unlink(path);
 }
 
+static int raw_connect_to(const char *addr)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	char host[32];
+	unsigned port;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct timeval tv = {.tv_sec = 10};
+
+	sscanf(addr, "%31[^:]:%u", host, &port);
+	inet_pton(AF_INET, host, &sa.sin_addr);
+	sa.sin_port = htons((uint16_t)port);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/*
+ * A client that starts a STORE and stops sending holds reserved slots: the
+ * request timeout cuts it and gives the space back, so it cannot starve
+ * everyone else.
+ */
+static void stalled_store_is_cut_by_the_request_timeout(void **state)
+{
+	const char *args[] = {"--l1-size", "16M", "--max-chunk", "1M", "--request-timeout", "1500",
+			      NULL};
+	enum { N = 15 };
+	struct cn_daemon d;
+	uint8_t frame[CN_PROTO_HDR_LEN + 8 + N * 40];
+	struct cn_proto_hdr h;
+	struct cn_client *c = NULL;
+	uint64_t reserved = 0, timeouts = 0;
+	uint8_t small[4096] = {0};
+	struct cn_key k = key_of("after-stall", 0);
+	int fd;
+
+	assert_int_equal(cn_daemon_start(&d, args), 0);
+	fd = raw_connect_to(d.addr);
+	cn_proto_hdr_init(&h, CN_OP_STORE, 0, 1, 8 + N * 40 + (uint32_t)N * (1u << 20), 0);
+	cn_proto_hdr_encode(&h, frame);
+	cn_put_le32(frame + 32, N);
+	cn_put_le32(frame + 36, 0);
+	for (unsigned i = 0; i < N; i++) {
+		struct cn_key ki = key_of("stall", i);
+		memcpy(frame + 40 + 40 * i, &ki, 32);
+		cn_put_le32(frame + 40 + 40 * i + 32, 1u << 20);
+		cn_put_le32(frame + 40 + 40 * i + 36, 0);
+	}
+	assert_int_equal(send(fd, frame, sizeof(frame), 0), (ssize_t)sizeof(frame));
+	usleep(300 * 1000);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.reserved",
+				       &reserved), 0);
+	assert_int_equal(reserved, N); /* the whole pool, held by a silent client */
+	sleep(3);
+	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.reserved",
+				       &reserved), 0);
+	assert_int_equal(reserved, 0);
+	assert_int_equal(cn_status_u64(d.addr, "components.transport.counters.conn_timeouts",
+				       &timeouts), 0);
+	assert_int_equal(timeouts, 1);
+	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
+	assert_int_equal(cn_client_store(c, &k, small, sizeof(small)), 0);
+	cn_client_close(&c);
+	close(fd);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+}
+
+/* SIGTERM while a frame is half received: the frame completes and is answered. */
+static void shutdown_finishes_a_half_received_frame(void **state)
+{
+	const char *args[] = {"--shutdown-grace", "3000", NULL};
+	struct cn_daemon d;
+	uint8_t hb[CN_PROTO_HDR_LEN], reply[CN_PROTO_HDR_LEN];
+	struct cn_proto_hdr h;
+	int fd;
+	pid_t pid;
+
+	assert_int_equal(cn_daemon_start(&d, args), 0);
+	fd = raw_connect_to(d.addr);
+	cn_proto_hdr_init(&h, CN_OP_PING, 0, 9, 0, 0);
+	cn_proto_hdr_encode(&h, hb);
+	assert_int_equal(send(fd, hb, 16, 0), 16);
+	usleep(100 * 1000);
+	pid = d.pid;
+	kill(pid, SIGTERM);
+	usleep(200 * 1000);
+	assert_int_equal(send(fd, hb + 16, 16, 0), 16);
+	assert_int_equal(recv(fd, reply, sizeof(reply), MSG_WAITALL), (ssize_t)sizeof(reply));
+	assert_int_equal(cn_proto_hdr_decode(reply, &h), CN_OK);
+	assert_int_equal(h.req_id, 9);
+	close(fd);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+}
+
 static uint64_t proc_cpu_ticks(pid_t pid)
 {
 	char path[64], buf[1024], *p;
@@ -621,6 +718,8 @@ int main(void)
 		cmocka_unit_test(port_in_use_is_a_clear_error),
 		cmocka_unit_test(same_node_id_is_refused),
 		cmocka_unit_test(eal_args_attached_form),
+		cmocka_unit_test(stalled_store_is_cut_by_the_request_timeout),
+		cmocka_unit_test(shutdown_finishes_a_half_received_frame),
 		cmocka_unit_test(tiny_ring_drops_are_counted),
 		cmocka_unit_test(trace_spans_file),
 		cmocka_unit_test(idle_node_uses_no_cpu),

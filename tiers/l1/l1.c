@@ -581,6 +581,20 @@ static uint32_t l1_find_pin(struct cn_l1 *l1, const struct cn_key *key)
 	return id;
 }
 
+/*
+ * The index's hash: CRC32C of the key, read from an aligned copy. Keys come
+ * straight from request buffers at any offset, and rte_hash_crc reads 8 bytes
+ * at a time.
+ */
+static uint32_t l1_hash(const void *key, uint32_t len, uint32_t init)
+{
+	uint64_t k[CN_KEY_LEN / 8];
+
+	RTE_BUILD_BUG_ON(sizeof(k) != sizeof(struct cn_key));
+	memcpy(k, key, sizeof(k));
+	return rte_hash_crc(k, RTE_MIN(len, (uint32_t)sizeof(k)), init);
+}
+
 /* ---- public API ---- */
 
 int cn_l1_create(const struct cn_l1_cfg *cfg, struct cn_l1 **out)
@@ -637,7 +651,7 @@ int cn_l1_create(const struct cn_l1_cfg *cfg, struct cn_l1 **out)
 		.name = name,
 		.entries = RTE_MAX(l1->ndesc, 8u),
 		.key_len = sizeof(struct cn_key),
-		.hash_func = rte_hash_crc,
+		.hash_func = l1_hash,
 		.hash_func_init_val = 0,
 		.socket_id = socket,
 		/*
