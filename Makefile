@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 ARGS       ?=
 MESON_TEST  = meson test --print-errorlogs --num-processes 2
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan bench bench-rdma clean
 
 all: build
 
@@ -43,6 +43,12 @@ bench:
 	@scripts/install-deps.sh bench
 	$(MAKE) --no-print-directory build
 	BUILD=$(BUILD) scripts/bench.sh
+
+# In one soft-RoCE VM boot: perftest vs cachenode-rdma-bench on the same rxe device.
+bench-rdma:
+	@scripts/install-deps.sh test
+	$(MAKE) --no-print-directory build
+	BUILD=$(BUILD) scripts/bench-rdma.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
