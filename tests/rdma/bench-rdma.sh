@@ -1,0 +1,98 @@
+#!/bin/sh
+# perftest vs cachenode-rdma-bench (raw verbs primitives), side by side in one VM boot. Runs
+# INSIDE the VM of tests/rdma/vm.sh (busybox sh), in /work:
+#
+#   VM_TIMEOUT=300 tests/rdma/vm.sh run CACHE tests/rdma/bench-rdma.sh \
+#       build/tools/cachenode-rdma-bench
+#
+# Soft-RoCE under software emulation: absolute numbers mean nothing, the ratios do. Bandwidth
+# compares BW average (MB/s, 2^20), latency compares t_typical (median, usec) of a READ round
+# trip (ib_read_lat). Both sides: device rxe0, GID index 1 (10.77.0.1), server and client in the
+# initial namespace (rxe on 6.1 is not namespace aware), busy polling, tx depth 128.
+# Environment: BW_ITERS_64K, BW_ITERS_1M, LAT_ITERS to change the iteration counts.
+BENCH=${BENCH:-./cachenode-rdma-bench}
+DEV=${DEV:-rxe0}
+GID=${GID:-1}
+ADDR=${ADDR:-10.77.0.1}
+PORT=${PORT:-7701}
+BW_ITERS_64K=${BW_ITERS_64K:-3000}
+BW_ITERS_1M=${BW_ITERS_1M:-300}
+LAT_ITERS=${LAT_ITERS:-3000}
+T=/usr/bin/timeout
+fails=0
+: >table.txt
+
+# perftest: server in the background, client against it; print the client's value line.
+perftest() { # tool args...
+	tool=$1
+	shift
+	echo "+ $tool -d $DEV -x $GID $* (server) / $tool -d $DEV -x $GID $* $ADDR (client)" >&2
+	$T 120 "$tool" -d "$DEV" -x "$GID" "$@" >pt_server.log 2>&1 &
+	ps=$!
+	sleep 1
+	$T 120 "$tool" -d "$DEV" -x "$GID" "$@" "$ADDR" >pt_client.log 2>&1
+	prc=$?
+	wait $ps
+	if [ $prc -ne 0 ]; then
+		cat pt_client.log pt_server.log >&2
+		fails=$((fails + 1))
+	fi
+	grep -A 1 '#bytes' pt_client.log | tail -n 1
+}
+
+# ours: against the server started below; print the JSON line.
+ours() { # args...
+	echo "+ $BENCH -d $DEV --port $PORT $* --json $ADDR" >&2
+	$T 120 "$BENCH" -d "$DEV" --port "$PORT" "$@" --json "$ADDR" >ours.log 2>&1
+	orc=$?
+	if [ $orc -ne 0 ]; then
+		cat ours.log >&2
+		fails=$((fails + 1))
+	fi
+	grep -v '^{' ours.log | grep -A 1 '#bytes' | tail -n 1 >&2
+	tail -n 1 ours.log
+}
+
+jnum() { # json key
+	printf '%s\n' "$1" | sed -n -E "s/.*\"$2\": ([0-9.]+).*/\1/p"
+}
+
+row() { # name perftest ours
+	r=$(awk -v a="$2" -v b="$3" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", b / a; else print "n/a" }')
+	printf '%-22s %12s %12s %8s\n' "$1" "$2" "$3" "$r" | tee -a table.txt
+}
+
+$BENCH --server -d "$DEV" --port "$PORT" >server.log 2>&1 &
+srv=$!
+sleep 1
+
+for op in write read; do
+	for size in 65536 1048576; do
+		[ $size -eq 65536 ] && n=$BW_ITERS_64K || n=$BW_ITERS_1M
+		line=$(perftest ib_${op}_bw -s $size -n $n)
+		echo "perftest: $line"
+		pt=$(echo "$line" | awk '{print $4}')
+		j=$(ours --raw $op --size $size --iters $n)
+		echo "ours:     $j"
+		row "${op}_bw ${size}B MB/s" "$pt" "$(jnum "$j" bw_avg_mbs)"
+	done
+done
+for size in 2 64; do
+	line=$(perftest ib_read_lat -s $size -n $LAT_ITERS)
+	echo "perftest: $line"
+	pt=$(echo "$line" | awk '{print $5}')
+	pa=$(echo "$line" | awk '{print $6}')
+	j=$(ours --raw read --lat --size $size --iters $LAT_ITERS)
+	echo "ours:     $j"
+	row "read_lat ${size}B typ us" "$pt" "$(jnum "$j" t_typical_us)"
+	row "read_lat ${size}B avg us" "$pa" "$(jnum "$j" t_avg_us)"
+done
+
+kill $srv
+wait $srv 2>/dev/null
+echo
+echo "=== perftest vs cachenode-rdma-bench on $DEV (soft-RoCE, emulated: compare ratios) ==="
+printf '%-22s %12s %12s %8s\n' "test" "perftest" "ours" "ours/pt"
+cat table.txt
+echo "bench-rdma: $fails failed run(s)"
+[ $fails -eq 0 ]
