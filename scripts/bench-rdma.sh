@@ -15,7 +15,13 @@ if [ -z "${NO_DOC:-}" ]; then
 	python3 - docs/benchmarks.md "$out" <<'PY'
 import sys, datetime, re
 doc, raw = sys.argv[1], open(sys.argv[2]).read()
-table = "\n".join(l for l in raw.splitlines() if l.startswith("|") or l.startswith("#bytes"))
+lines = raw.splitlines()
+start = next(i for i, l in enumerate(lines) if l.startswith("=== perftest vs"))
+end = next(i for i, l in enumerate(lines) if l.startswith("bench-rdma:"))
+cmds = [l for l in lines if l.startswith("+ ")]
+table = "```\n" + "\n".join(lines[start:end + 1]) + "\n```"
+if cmds:
+    table += "\n\nCommands run in the VM:\n\n```\n" + "\n".join(c[2:] for c in cmds) + "\n```"
 text = open(doc).read()
 b, e = "<!-- bench-rdma:begin -->", "<!-- bench-rdma:end -->"
 if b not in text:
