@@ -612,6 +612,12 @@ static void worker_accept(struct tcp_worker *w)
 				CN_STAT_INC(w->st, conns_refused);
 			}
 			w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			/*
+			 * accept4 reports EMFILE before it looks at the queue: only
+			 * a connection actually refused means more may be waiting.
+			 */
+			if (fd < 0)
+				return;
 			continue;
 		}
 		if (fd < 0)

@@ -603,6 +603,47 @@ static void shutdown_finishes_a_half_received_frame(void **state)
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
 }
 
+static uint64_t proc_cpu_ticks(pid_t pid);
+
+/*
+ * Out of file descriptors: connections beyond the limit are refused (not
+ * left hanging in the backlog), no worker spins on the readable listener,
+ * and the node serves again once descriptors are free.
+ */
+static void out_of_descriptors_refuses_without_spinning(void **state)
+{
+	enum { N = 120 };
+	struct cn_daemon d;
+	int fds[N];
+	uint64_t t0, t1, refused = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	char cmd[64];
+	struct cn_client *c = NULL;
+
+	assert_int_equal(cn_daemon_start(&d, NULL), 0);
+	snprintf(cmd, sizeof(cmd), "prlimit --pid %d --nofile=96:96", (int)d.pid);
+	assert_int_equal(cn_run(cmd, NULL, 0), 0);
+	for (int i = 0; i < N; i++)
+		fds[i] = raw_connect_to(d.addr); /* completes in the kernel backlog either way */
+	usleep(500 * 1000);
+	t0 = proc_cpu_ticks(d.pid);
+	sleep(2);
+	t1 = proc_cpu_ticks(d.pid);
+	print_message("node CPU with %d connections over its fd limit: %.2f s in 2 s\n", N,
+		      (double)(t1 - t0) / (double)hz);
+	assert_true((double)(t1 - t0) / (double)hz < 0.2); /* a spinning worker: ~2 s */
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	usleep(500 * 1000);
+	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
+	assert_int_equal(cn_client_ping(c), 0);
+	cn_client_close(&c);
+	assert_int_equal(cn_status_u64(d.addr, "components.transport.counters.conns_refused",
+				       &refused), 0);
+	assert_true(refused > 0);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+}
+
 static uint64_t proc_cpu_ticks(pid_t pid)
 {
 	char path[64], buf[1024], *p;
@@ -720,6 +761,7 @@ int main(void)
 		cmocka_unit_test(eal_args_attached_form),
 		cmocka_unit_test(stalled_store_is_cut_by_the_request_timeout),
 		cmocka_unit_test(shutdown_finishes_a_half_received_frame),
+		cmocka_unit_test(out_of_descriptors_refuses_without_spinning),
 		cmocka_unit_test(tiny_ring_drops_are_counted),
 		cmocka_unit_test(trace_spans_file),
 		cmocka_unit_test(idle_node_uses_no_cpu),
