@@ -351,7 +351,6 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 {
 	struct pbuf b = {.cap = 64 << 10};
 	struct cn_l1 *l1 = cn_engine_l1(nd->engine);
-	unsigned l1_cores = 0;
 
 	b.p = malloc(b.cap);
 	if (b.p == NULL)
@@ -368,10 +367,8 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 	pb_printf(&b, "\"} 1\n");
 	health_out(&b, nd);
 
-	while (l1_cores < CN_MAX_CORES && cn_l1_core_stats(l1, l1_cores) != NULL)
-		l1_cores++;
 	table_percore(&b, CN_PROM_L1, cn_l1_metric_desc, cn_l1_metric_count,
-		      cn_l1_core_stats(l1, 0), sizeof(struct cn_l1_stats), l1_cores);
+		      cn_l1_core_stats(l1, 0), sizeof(struct cn_l1_stats), nd->ncores);
 	l1_levels_out(&b, l1);
 	table_percore(&b, CN_PROM_REQUESTS, cn_session_metric_desc, cn_session_metric_count,
 		      nd->sess_stats, sizeof(*nd->sess_stats), nd->cfg.workers);

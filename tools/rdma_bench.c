@@ -509,23 +509,26 @@ fail:
 	return rc;
 }
 
+/* Wait for the completion of the signaled WR just posted: its status (0 or -errno). */
+static int wait_completion(struct rb_client *cl)
+{
+	struct cn_verbs_wc wc[4];
+	int n;
+
+	do {
+		n = poll_some(cl, wc, 4);
+	} while (n == 0);
+	return n < 0 ? n : wc[0].status;
+}
+
 /* Post one signaled WR and wait for its completion. */
 static int one_op(struct rb_client *cl, bool rd, void *local, uint64_t remote, uint32_t rkey,
 		  uint32_t len)
 {
-	struct cn_verbs_wc wc[4];
-	int rc, n;
+	int rc = rd ? cn_verbs_post_read(cl->c, local, cl->mr->lkey, remote, rkey, len, true, 1)
+		    : cn_verbs_post_write(cl->c, local, cl->mr->lkey, remote, rkey, len, true, 1);
 
-	rc = rd ? cn_verbs_post_read(cl->c, local, cl->mr->lkey, remote, rkey, len, true, 1)
-		: cn_verbs_post_write(cl->c, local, cl->mr->lkey, remote, rkey, len, true, 1);
-	if (rc != 0)
-		return rc;
-	do {
-		n = poll_some(cl, wc, 4);
-	} while (n == 0);
-	if (n < 0)
-		return n;
-	return wc[0].status;
+	return rc != 0 ? rc : wait_completion(cl);
 }
 
 static int run_lat(struct rb_client *cl)
@@ -605,8 +608,7 @@ static int move_all(struct rb_client *cl, bool rd)
 
 	while (off < size) {
 		unsigned nb = 0;
-		struct cn_verbs_wc wc[4];
-		int rc, n;
+		int rc;
 
 		while (nb < max_batch && off < size) {
 			uint32_t len = size - off < RB_VERIFY_CHUNK ? (uint32_t)(size - off)
@@ -622,15 +624,10 @@ static int move_all(struct rb_client *cl, bool rd)
 		}
 		ops[nb - 1].signaled = true;
 		rc = cn_verbs_post_rdma(cl->c, ops, nb);
+		if (rc == 0)
+			rc = wait_completion(cl);
 		if (rc != 0)
 			return rc;
-		do {
-			n = poll_some(cl, wc, 4);
-		} while (n == 0);
-		if (n < 0)
-			return n;
-		if (wc[0].status != 0)
-			return wc[0].status;
 	}
 	return 0;
 }

@@ -2,12 +2,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +20,44 @@
 
 #include <cachenode/client.h>
 #include "daemon.h"
+
+int cn_raw_connect(const char *addr)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct timeval tv = {.tv_sec = 10};
+	char host[32];
+	unsigned port;
+	int one = 1, fd;
+
+	if (sscanf(addr, "%31[^:]:%u", host, &port) != 2 || port > 65535 ||
+	    inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return -EINVAL;
+	sa.sin_port = htons((uint16_t)port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+struct cn_key cn_test_key(const char *fmt, ...)
+{
+	char text[128];
+	struct cn_key k;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	cn_key_parse(text, &k);
+	return k;
+}
 
 uint16_t cn_free_port(void)
 {

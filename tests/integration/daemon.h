@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <cachenode/proto.h>
+
 struct cn_daemon {
 	pid_t pid;
 	char addr[64];	     /* 127.0.0.1:PORT */
@@ -30,6 +32,15 @@ int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms);
 
 /* cn_daemon_log_contains - true if the daemon's log has @text. */
 bool cn_daemon_log_contains(const struct cn_daemon *d, const char *text);
+
+/*
+ * cn_raw_connect - a plain TCP connection to "HOST:PORT" (IPv4) for raw
+ * frames: TCP_NODELAY, 10 s receive timeout. Returns the fd or -errno.
+ */
+int cn_raw_connect(const char *addr);
+
+/* cn_test_key - the key of printf-style text, by the library's text rule (SHA-256). */
+struct cn_key cn_test_key(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* cn_free_port - a loopback TCP port nobody listens on right now. */
 uint16_t cn_free_port(void);

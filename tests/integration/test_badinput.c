@@ -6,8 +6,6 @@
  * connected all along.
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -19,7 +17,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <cmocka.h>
 
@@ -31,18 +28,9 @@ static struct cn_client *bystander; /* connected through every case */
 
 static int raw_connect(void)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	char host[32];
-	unsigned port;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-	struct timeval tv = {.tv_sec = 10};
+	int fd = cn_raw_connect(d.addr);
 
-	sscanf(d.addr, "%31[^:]:%u", host, &port);
-	inet_pton(AF_INET, host, &sa.sin_addr);
-	sa.sin_port = htons((uint16_t)port);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_true(fd >= 0);
 	return fd;
 }
 
@@ -103,13 +91,6 @@ static uint64_t stat_of(const char *path)
 	return v;
 }
 
-static struct cn_key key_of(const char *s)
-{
-	struct cn_key k;
-	cn_key_parse(s, &k);
-	return k;
-}
-
 static void store_meta(uint8_t *p, uint32_t n, const struct cn_key *keys, const uint32_t *lens)
 {
 	cn_put_le32(p, n);
@@ -123,7 +104,7 @@ static void store_meta(uint8_t *p, uint32_t n, const struct cn_key *keys, const 
 
 static bool key_visible(const char *name)
 {
-	struct cn_key k = key_of(name);
+	struct cn_key k = cn_test_key("%s", name);
 	uint32_t prefix = 99;
 
 	assert_int_equal(cn_client_lookup(bystander, &k, 1, &prefix, NULL), 0);
@@ -213,7 +194,7 @@ static void truncated_frame_then_disconnect(void **state)
 {
 	uint64_t disc0 = stat_of("components.engine.requests.store_discarded");
 	uint64_t chunks0 = stat_of("components.engine.components.l1.chunks");
-	struct cn_key k = key_of("truncated-chunk");
+	struct cn_key k = cn_test_key("truncated-chunk");
 	uint32_t len = 1u << 20;
 	uint8_t meta[48], *data = malloc(len);
 	int fd = raw_connect();
@@ -262,7 +243,7 @@ static void unknown_opcode(void **state)
 
 static void duplicate_keys_in_batch(void **state)
 {
-	struct cn_key keys[3] = {key_of("dup-a"), key_of("dup-b"), key_of("dup-a")};
+	struct cn_key keys[3] = {cn_test_key("dup-a"), cn_test_key("dup-b"), cn_test_key("dup-a")};
 	uint32_t lens[3] = {100, 100, 100};
 	uint8_t meta[8 + 3 * 40], data[300];
 	struct cn_proto_hdr h;
@@ -290,7 +271,7 @@ static void duplicate_keys_in_batch(void **state)
 
 static void zero_length_chunk(void **state)
 {
-	struct cn_key keys[2] = {key_of("zero-a"), key_of("zero-b")};
+	struct cn_key keys[2] = {cn_test_key("zero-a"), cn_test_key("zero-b")};
 	uint32_t lens[2] = {10, 0};
 	uint8_t meta[8 + 2 * 40];
 	struct cn_proto_hdr h;
@@ -314,7 +295,7 @@ static void zero_length_chunk(void **state)
 
 static void retrieve_missing_key(void **state)
 {
-	struct cn_key k = key_of("never-stored");
+	struct cn_key k = cn_test_key("never-stored");
 	uint8_t buf[16];
 	uint32_t len = 7;
 	struct cn_proto_hdr h;
@@ -343,7 +324,7 @@ static void retrieve_missing_key(void **state)
 static void client_vanishes_mid_payload_batch(void **state)
 {
 	uint64_t disc0 = stat_of("components.engine.requests.store_discarded");
-	struct cn_key keys[3] = {key_of("mid-0"), key_of("mid-1"), key_of("mid-2")};
+	struct cn_key keys[3] = {cn_test_key("mid-0"), cn_test_key("mid-1"), cn_test_key("mid-2")};
 	uint32_t lens[3] = {70000, 70000, 70000};
 	uint8_t meta[8 + 3 * 40], *data = calloc(1, 210000);
 	int fd = raw_connect();
@@ -371,7 +352,7 @@ static void client_vanishes_mid_payload_batch(void **state)
  */
 static void refused_batch_then_disconnect(void **state)
 {
-	struct cn_key keys[3] = {key_of("ref-0"), key_of("ref-1"), key_of("ref-2")};
+	struct cn_key keys[3] = {cn_test_key("ref-0"), cn_test_key("ref-1"), cn_test_key("ref-2")};
 	uint32_t lens[3] = {0, 5000, 5000};
 	uint8_t meta[8 + 3 * 40];
 	struct cn_proto_hdr h;
@@ -442,7 +423,7 @@ static void half_close_still_gets_whole_reply(void **state)
 	for (unsigned i = 0; i < N; i++) {
 		char name[32];
 		snprintf(name, sizeof(name), "half-%u", i);
-		keys[i] = key_of(name);
+		keys[i] = cn_test_key("%s", name);
 		memset(chunk, (int)(i + 1), SZ);
 		assert_int_equal(cn_client_store(bystander, &keys[i], chunk, SZ), 0);
 	}
@@ -486,7 +467,7 @@ static void replies_survive_a_fatal_frame_and_junk(void **state)
 	for (unsigned i = 0; i < N; i++) { /* stored by half_close_still_gets_whole_reply */
 		char name[32];
 		snprintf(name, sizeof(name), "half-%u", i);
-		keys[i] = key_of(name);
+		keys[i] = cn_test_key("%s", name);
 	}
 	fd = raw_connect();
 	cn_put_le32(req, N);

@@ -15,10 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 
 #include <cmocka.h>
 
@@ -27,15 +24,6 @@
 #include <cachenode/client.h>
 #include "daemon.h"
 
-static struct cn_key key_of(const char *tag, unsigned i)
-{
-	char s[64];
-	struct cn_key k;
-
-	snprintf(s, sizeof(s), "%s-%u", tag, i);
-	cn_key_parse(s, &k);
-	return k;
-}
 
 /* Deterministic bytes for chunk i: any mix-up between chunks shows. */
 static void pattern(uint8_t *p, size_t n, unsigned i)
@@ -87,7 +75,7 @@ static void *round_trip_worker(void *p)
 		return NULL;
 	}
 	for (unsigned i = 0; i < per; i++) {
-		keys[i] = key_of("rt", base + i);
+		keys[i] = cn_test_key("rt-%u", base + i);
 		data[i] = malloc(MAXSZ);
 		pattern(data[i], size_of(base + i), base + i);
 	}
@@ -190,7 +178,7 @@ static void ten_thousand_chunks_eight_connections(void **state)
 	/* lookups and deletes on the same data */
 	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
 	for (unsigned i = 0; i < 3; i++)
-		k[i] = key_of("rt", i);
+		k[i] = cn_test_key("rt-%u", i);
 	assert_int_equal(cn_client_lookup(c, k, 3, &prefix, NULL), 0);
 	assert_int_equal(prefix, 3);
 	assert_int_equal(cn_client_delete(c, &k[1]), 0);
@@ -219,12 +207,12 @@ static void eviction_keeps_most_recent(void **state)
 	assert_int_equal(cn_daemon_start(&d, args), 0);
 	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
 	for (unsigned i = 0; i < N; i++) {
-		struct cn_key k = key_of("ev", i);
+		struct cn_key k = cn_test_key("ev-%u", i);
 		pattern(buf, 200000, i);
 		assert_int_equal(cn_client_store(c, &k, buf, 200000), 0);
 		/* keep chunk 0 hot: it must survive as recently used */
 		if (i % 8 == 7) {
-			struct cn_key k0 = key_of("ev", 0);
+			struct cn_key k0 = cn_test_key("ev-%u", 0);
 			assert_int_equal(cn_client_retrieve(c, &k0, out, 200000, &len), 0);
 		}
 	}
@@ -237,18 +225,18 @@ static void eviction_keeps_most_recent(void **state)
 	assert_true(used <= high);
 	/* the newest chunks are all there, byte-exact; the oldest cold ones are gone */
 	for (unsigned i = N - 10; i < N; i++) {
-		struct cn_key k = key_of("ev", i);
+		struct cn_key k = cn_test_key("ev-%u", i);
 		pattern(buf, 200000, i);
 		assert_int_equal(cn_client_retrieve(c, &k, out, 200000, &len), 0);
 		assert_memory_equal(buf, out, 200000);
 	}
 	for (unsigned i = 1; i < 5; i++) {
-		struct cn_key k = key_of("ev", i);
+		struct cn_key k = cn_test_key("ev-%u", i);
 		assert_int_equal(cn_client_lookup(c, &k, 1, &prefix, NULL), 0);
 		assert_int_equal(prefix, 0);
 	}
 	{
-		struct cn_key k0 = key_of("ev", 0);
+		struct cn_key k0 = cn_test_key("ev-%u", 0);
 		pattern(buf, 200000, 0);
 		assert_int_equal(cn_client_retrieve(c, &k0, out, 200000, &len), 0);
 		assert_memory_equal(buf, out, 200000);
@@ -256,7 +244,7 @@ static void eviction_keeps_most_recent(void **state)
 	/* a chunk larger than --max-chunk is refused with a clear error */
 	{
 		uint8_t *big = calloc(1, 300000);
-		struct cn_key kb = key_of("big", 0);
+		struct cn_key kb = cn_test_key("big-%u", 0);
 		assert_int_equal(cn_client_store(c, &kb, big, 300000), -E2BIG);
 		assert_true(strlen(cn_client_errmsg(c)) > 0);
 		free(big);
@@ -428,7 +416,7 @@ static void tiny_ring_drops_are_counted(void **state)
 	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
 	memset(buf, 7, sizeof(buf));
 	for (unsigned i = 0; i < K; i++) {
-		keys[i] = key_of("ring", i);
+		keys[i] = cn_test_key("ring-%u", i);
 		assert_int_equal(cn_client_store(c, &keys[i], buf, sizeof(buf)), 0);
 	}
 	for (unsigned i = 0, completed = 0; completed < N;) {
@@ -480,7 +468,7 @@ static void trace_spans_file(void **state)
 	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
 	memset(buf, 3, sizeof(buf));
 	for (unsigned k = 0; k < 10; k++) {
-		struct cn_key key = key_of("trace", k);
+		struct cn_key key = cn_test_key("trace-%u", k);
 		assert_int_equal(cn_client_store(c, &key, buf, sizeof(buf)), 0);
 		assert_int_equal(cn_client_retrieve(c, &key, out, sizeof(out), &len), 0);
 		assert_int_equal(cn_client_lookup(c, &key, 1, &prefix, NULL), 0);
@@ -512,17 +500,9 @@ static void trace_spans_file(void **state)
 
 static int raw_connect_to(const char *addr)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	char host[32];
-	unsigned port;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct timeval tv = {.tv_sec = 10};
+	int fd = cn_raw_connect(addr);
 
-	sscanf(addr, "%31[^:]:%u", host, &port);
-	inet_pton(AF_INET, host, &sa.sin_addr);
-	sa.sin_port = htons((uint16_t)port);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_true(fd >= 0);
 	return fd;
 }
 
@@ -542,7 +522,7 @@ static void stalled_store_is_cut_by_the_request_timeout(void **state)
 	struct cn_client *c = NULL;
 	uint64_t reserved = 0, timeouts = 0;
 	uint8_t small[4096] = {0};
-	struct cn_key k = key_of("after-stall", 0);
+	struct cn_key k = cn_test_key("after-stall-%u", 0);
 	int fd;
 
 	assert_int_equal(cn_daemon_start(&d, args), 0);
@@ -552,7 +532,7 @@ static void stalled_store_is_cut_by_the_request_timeout(void **state)
 	cn_put_le32(frame + 32, N);
 	cn_put_le32(frame + 36, 0);
 	for (unsigned i = 0; i < N; i++) {
-		struct cn_key ki = key_of("stall", i);
+		struct cn_key ki = cn_test_key("stall-%u", i);
 		memcpy(frame + 40 + 40 * i, &ki, 32);
 		cn_put_le32(frame + 40 + 40 * i + 32, 1u << 20);
 		cn_put_le32(frame + 40 + 40 * i + 36, 0);
@@ -703,7 +683,7 @@ static void *busy_client(void *p)
 		return NULL;
 	}
 	for (unsigned i = 0;; i++) {
-		struct cn_key k = key_of("busy", i % 64);
+		struct cn_key k = cn_test_key("busy-%u", i % 64);
 		int r;
 
 		pattern(buf, 1u << 20, i % 64);

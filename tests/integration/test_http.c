@@ -235,15 +235,6 @@ static struct cn_client *client(void)
 	return c;
 }
 
-static struct cn_key key(const char *fmt, int i)
-{
-	char text[64];
-	struct cn_key k;
-
-	snprintf(text, sizeof(text), fmt, i);
-	assert_int_equal(cn_key_parse(text, &k), 0);
-	return k;
-}
 
 /* ---- fixture: one node for every case, 8 MiB of 1 MiB pages ---- */
 
@@ -277,7 +268,7 @@ static void metrics_count_the_workload(void **state)
 
 	assert_true(stores0 >= 0 && hits0 >= 0 && l1_0 >= 0);
 	for (int i = 0; i < N_SMALL; i++) {
-		struct cn_key k = key("http-small-%d", i);
+		struct cn_key k = cn_test_key("http-small-%d", i);
 		uint32_t len = 0;
 
 		memset(buf, i, sizeof(buf));
@@ -322,7 +313,7 @@ static void metrics_count_the_workload(void **state)
 
 	/* give the pool back for the pinning case */
 	for (int i = 0; i < N_SMALL; i++) {
-		struct cn_key k = key("http-small-%d", i);
+		struct cn_key k = cn_test_key("http-small-%d", i);
 		assert_int_equal(cn_client_delete(c, &k), 0);
 	}
 	assert_true(scrape("cachenode_l1_chunks") == 0);
@@ -559,7 +550,7 @@ static void pinned_pool_is_unhealthy(void **state)
 
 	assert_non_null(buf);
 	for (int i = 0; i < N_PIN + 2; i++)
-		keys[i] = key("http-pin-%d", i);
+		keys[i] = cn_test_key("http-pin-%d", i);
 	for (int i = 0; i < N_PIN; i++) {
 		memset(buf, 'a' + i, MiB);
 		assert_int_equal(cn_client_store(c, &keys[i], buf, MiB), 0);

@@ -242,15 +242,6 @@ static uint64_t moved(const struct snap *a, const struct snap *b, const char *ke
 	return u64(b->stats, key) - u64(a->stats, key);
 }
 
-static struct cn_key key_of(const char *tag, unsigned i)
-{
-	char s[64];
-	struct cn_key k;
-
-	snprintf(s, sizeof(s), "teldpdk-%s-%u", tag, i);
-	cn_key_parse(s, &k);
-	return k;
-}
 
 /* What a known workload must have moved, exactly. */
 struct want {
@@ -309,13 +300,13 @@ static void workload_moves_counters_exactly(void **state)
 
 	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
 	for (unsigned i = 0; i < N; i++) {
-		struct cn_key k = key_of("s", i);
+		struct cn_key k = cn_test_key("teldpdk-s-%u", i);
 
 		memset(buf, (int)i, sizeof(buf));
 		assert_int_equal(cn_client_store(c, &k, buf, CHUNK), 0);
 	}
 	for (unsigned i = 0; i < M; i++) {
-		struct cn_key k = i < M - K ? key_of("s", i) : key_of("absent", i);
+		struct cn_key k = i < M - K ? cn_test_key("teldpdk-s-%u", i) : cn_test_key("teldpdk-absent-%u", i);
 		int r = cn_client_retrieve(c, &k, out, sizeof(out), &len);
 
 		if (i < M - K) {
@@ -327,7 +318,7 @@ static void workload_moves_counters_exactly(void **state)
 		}
 	}
 	for (unsigned i = 0; i < L; i++) {
-		struct cn_key ks[3] = {key_of("s", 0), key_of("s", 1), key_of("absent", 100 + i)};
+		struct cn_key ks[3] = {cn_test_key("teldpdk-s-%u", 0), cn_test_key("teldpdk-s-%u", 1), cn_test_key("teldpdk-absent-%u", 100 + i)};
 
 		assert_int_equal(cn_client_lookup(c, ks, 3, &prefix_len, NULL), 0);
 		assert_int_equal(prefix_len, 2);

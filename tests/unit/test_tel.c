@@ -951,7 +951,7 @@ static void test_idle_drain_sleeps(void **state)
 
 /*
  * A light steady load (one event every ~200 us) must not turn the drain into
- * a busy loop: it used to sleep only after passes that moved nothing.
+ * a busy loop, and nothing emitted may be lost.
  */
 struct trickle_arg {
 	struct cn_tel *t;
