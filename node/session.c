@@ -693,7 +693,7 @@ out:
 
 /* ---- struct cn_session_ops ---- */
 
-static void *sess_open(void *arg, unsigned worker, const char *peer)
+static void *sess_open(void *arg, unsigned worker, const char *peer, unsigned flags)
 {
 	struct cn_session_ctx *ctx = arg;
 	struct sess *s = calloc(1, sizeof(*s));
@@ -708,6 +708,7 @@ static void *sess_open(void *arg, unsigned worker, const char *peer)
 		free(s);
 		return NULL;
 	}
+	(void)flags;
 	s->ctx = ctx;
 	s->core = worker;
 	s->st = &ctx->stats[worker];

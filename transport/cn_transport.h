@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Transports: one ops table, several backends (tcp, loopback; verbs later).
+ * Transports: one ops table, several backends (tcp, verbs, loopback).
  *
  * A transport moves bytes; it knows nothing of frames or of the engine. On the
  * server side it drives a *session* (struct cn_session_ops, implemented by the
@@ -26,17 +26,34 @@
 struct cn_server;
 struct cn_tconn;
 
+/* open() flags: what the transport can do besides moving bytes. */
+#define CN_SESS_RDMA 0x1u /* it runs the session's RDMA operations (verbs) */
+
+/*
+ * One RDMA operation a session asks its transport to run (verbs only). The
+ * local side always lies inside the server's rdma_region (the L1 pool); the
+ * remote side is what the peer named in its request.
+ */
+struct cn_rdma_op {
+	bool read;	      /* READ remote -> local (STORE), else WRITE local -> remote (RETRIEVE) */
+	void *local;
+	uint32_t len;	      /* 1..max RDMA message size */
+	uint32_t rkey;
+	uint64_t remote_addr;
+};
+
 /*
  * The server-side protocol session, one per connection. All calls for one
  * session come from the worker that owns the connection, one at a time.
  */
 struct cn_session_ops {
 	/*
-	 * A connection was accepted on @worker. @peer is "host:port" text.
+	 * A connection was accepted on @worker. @peer is "host:port" text;
+	 * @flags are CN_SESS_* (what the transport can do for the session).
 	 * Returns the session (owned by the session module until close()) or
 	 * NULL to refuse the connection (it is closed at once).
 	 */
-	void *(*open)(void *arg, unsigned worker, const char *peer);
+	void *(*open)(void *arg, unsigned worker, const char *peer, unsigned flags);
 	/*
 	 * Where the next received bytes go: up to *len bytes at *buf. *len is
 	 * never 0 while the session is reading.
@@ -71,6 +88,26 @@ struct cn_session_ops {
 	 * the connection without cutting a request in half.
 	 */
 	bool (*idle)(void *sess);
+
+	/*
+	 * RDMA, for sessions opened with CN_SESS_RDMA (a transport without
+	 * RDMA never calls these).
+	 *
+	 * rdma_next: fill up to @max operations to run now, in the order they
+	 * must be posted; returns the count (0: none pending). Each operation
+	 * is handed out once. The session keeps the local memory valid (the
+	 * slab reserved or pinned) until rdma_done() covers the operation or
+	 * close() is called.
+	 *
+	 * rdma_done: the oldest @n operations handed out and not yet reported
+	 * completed successfully (completions come in order). Returns 0 or
+	 * -errno like rx_done(). A failed operation is never reported here:
+	 * an RDMA error breaks the queue pair, so the transport destroys it
+	 * first (nothing more lands in local memory) and then calls close()
+	 * with the error; the session discards the partly written chunks.
+	 */
+	int (*rdma_next)(void *sess, struct cn_rdma_op *ops, int max);
+	int (*rdma_done)(void *sess, unsigned n);
 };
 
 /* Per-worker transport counters. */
@@ -94,6 +131,35 @@ struct cn_transport_stats {
 extern const struct cn_metric_desc cn_transport_metric_desc[];
 extern const unsigned cn_transport_metric_count;
 
+/*
+ * Per-worker RDMA counters of the verbs transport (all zero under tcp).
+ * Errors are counted by kind, once per failed work request completion.
+ */
+#define CN_VERBS_METRICS(X)                                                                    \
+	X(wr_posted, COUNTER, "work requests posted (RDMA READ/WRITE and SEND)")               \
+	X(rdma_reads, COUNTER, "RDMA READs posted (STORE payloads pulled from clients)")     \
+	X(rdma_writes, COUNTER, "RDMA WRITEs posted (RETRIEVE payloads pushed to clients)")  \
+	X(bytes_read, COUNTER, "bytes moved by completed RDMA READs")                         \
+	X(bytes_written, COUNTER, "bytes moved by completed RDMA WRITEs")                     \
+	X(sends, COUNTER, "control messages sent")                                             \
+	X(recvs, COUNTER, "control messages received")                                         \
+	X(completions, COUNTER, "work completions polled")                                     \
+	X(cq_waits, COUNTER, "times the worker armed its CQs and slept")                      \
+	X(err_remote_access, COUNTER, "remote access errors (bad rkey, address or length)")  \
+	X(err_timeout, COUNTER, "transport or RNR retries exhausted (peer unreachable)")       \
+	X(err_flush, COUNTER, "operations flushed by a queue pair in the error state")         \
+	X(err_other, COUNTER, "other work completion errors")                                  \
+	X(qp_errors, COUNTER, "queue pairs that went to the error state")                      \
+	X(disconnects, COUNTER, "connections ended by the peer (CM disconnect)")               \
+	X(accept_errors, COUNTER, "connection requests that could not be accepted")
+
+struct cn_verbs_stats {
+	CN_VERBS_METRICS(CN_METRIC_FIELD)
+} CN_CACHE_ALIGNED;
+
+extern const struct cn_metric_desc cn_verbs_metric_desc[];
+extern const unsigned cn_verbs_metric_count;
+
 struct cn_server_cfg {
 	const char *listen;	      /* "HOST:PORT"; port 0 picks a free port */
 	unsigned nworkers;	      /* 1..CN_MAX_CORES-1; each runs server_run() */
@@ -102,12 +168,18 @@ struct cn_server_cfg {
 	const struct cn_session_ops *sess;
 	void *sess_arg;		      /* passed to sess->open() */
 	struct cn_transport_stats *stats; /* nworkers structs, owned by the caller */
+	/* verbs only (others ignore these) */
+	const char *rdma_dev;	      /* device name; NULL = the one the listen address is on */
+	void *rdma_region;	      /* the only local memory RDMA may touch (the L1 pool); */
+	size_t rdma_region_len;	      /*   registered once by server_create() */
+	struct cn_verbs_stats *verbs_stats; /* nworkers structs, owned by the caller */
 };
 
 struct cn_connect_cfg {
 	const char *addr;   /* "HOST:PORT" (tcp) */
 	int timeout_ms;	    /* connect and each blocking I/O; <= 0 = no limit */
 	struct cn_server *server; /* loopback only: the in-process server to join */
+	const char *rdma_dev;	  /* verbs only: the device the route must use; NULL = any */
 };
 
 #define CN_SEND_MORE 0x1u /* sendv(): may hold small frames until the next recv() */
@@ -150,12 +222,28 @@ struct cn_transport_ops {
 	int (*recv)(struct cn_tconn *c, void *buf, size_t len);
 	/* Close and free; *c becomes NULL; accepts NULL. */
 	void (*close)(struct cn_tconn **c);
+
+	/* ---- client, RDMA transports only (NULL elsewhere) ---- */
+	/*
+	 * Register [addr, addr + len) so the node may RDMA READ and WRITE it.
+	 * *handle is for mem_dereg(); *rkey goes into CN_F_RDMA descriptors.
+	 * Returns 0, -ENOMEM (locked-memory limit), or another -errno.
+	 */
+	int (*mem_reg)(struct cn_tconn *c, void *addr, size_t len, void **handle, uint32_t *rkey);
+	/* Deregister; no request may still name the memory. Accepts NULL. */
+	void (*mem_dereg)(struct cn_tconn *c, void *handle);
 };
 
 extern const struct cn_transport_ops cn_tcp_ops;
 extern const struct cn_transport_ops cn_loopback_ops;
+#ifdef CN_HAVE_VERBS
+extern const struct cn_transport_ops cn_verbs_ops;
+#endif
 
-/* The ops table for "tcp" / "loopback"; NULL for an unknown name. */
+/*
+ * The ops table for "tcp" / "verbs" / "loopback"; NULL for an unknown name
+ * (and for "verbs" in a build without libibverbs). NULL name = tcp.
+ */
 const struct cn_transport_ops *cn_transport_find(const char *name);
 
 /*
@@ -163,5 +251,16 @@ const struct cn_transport_ops *cn_transport_find(const char *name);
  * @hostlen) and *port. Returns 0 or -EINVAL.
  */
 int cn_parse_hostport(const char *addr, char *host, size_t hostlen, uint16_t *port);
+
+/*
+ * cn_transport_pick - resolve a transport choice: "tcp", "verbs" or "auto"
+ * (NULL = "auto"). auto means verbs when this build has it and an RDMA
+ * device (@rdma_dev, or any when NULL) is usable, else tcp.
+ * Returns the ops table, or NULL with the reason in @why (unknown name,
+ * verbs asked for but not built in or no usable device). @why also says, for
+ * auto, why tcp was chosen ("" when verbs was).
+ */
+const struct cn_transport_ops *cn_transport_pick(const char *choice, const char *rdma_dev,
+						 char *why, size_t whylen);
 
 #endif /* CN_TRANSPORT_H */

@@ -502,7 +502,7 @@ static void conn_add(struct tcp_worker *w, int fd, const char *peer)
 	c->w = w;
 	c->fd = fd;
 	c->last_io_ms = now_ms();
-	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer);
+	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer, 0);
 	if (c->sess == NULL) {
 		free(c);
 		goto refuse;

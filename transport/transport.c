@@ -4,14 +4,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "cn_transport.h"
+#ifdef CN_HAVE_VERBS
+#include "cn_verbs.h"
+#endif
 
 const struct cn_metric_desc cn_transport_metric_desc[] = {CN_TRANSPORT_METRICS(CN_METRIC_DESC)};
 const unsigned cn_transport_metric_count = 0 CN_TRANSPORT_METRICS(CN_METRIC_COUNT);
+const struct cn_metric_desc cn_verbs_metric_desc[] = {CN_VERBS_METRICS(CN_METRIC_DESC)};
+const unsigned cn_verbs_metric_count = 0 CN_VERBS_METRICS(CN_METRIC_COUNT);
 
 const struct cn_transport_ops *cn_transport_find(const char *name)
 {
-	static const struct cn_transport_ops *const all[] = {&cn_tcp_ops, &cn_loopback_ops};
+	static const struct cn_transport_ops *const all[] = {
+		&cn_tcp_ops, &cn_loopback_ops,
+#ifdef CN_HAVE_VERBS
+		&cn_verbs_ops,
+#endif
+	};
 
 	if (name == NULL)
 		return &cn_tcp_ops;
@@ -53,4 +65,32 @@ int cn_parse_hostport(const char *addr, char *host, size_t hostlen, uint16_t *po
 	host[hl] = '\0';
 	*port = (uint16_t)p;
 	return 0;
+}
+
+const struct cn_transport_ops *cn_transport_pick(const char *choice, const char *rdma_dev,
+						 char *why, size_t whylen)
+{
+	char reason[200] = "";
+
+	if (choice == NULL)
+		choice = "auto";
+	if (why != NULL && whylen > 0)
+		why[0] = '\0';
+	if (strcmp(choice, "tcp") == 0)
+		return &cn_tcp_ops;
+	if (strcmp(choice, "verbs") != 0 && strcmp(choice, "auto") != 0) {
+		if (why != NULL)
+			snprintf(why, whylen, "unknown transport \"%s\" (auto, tcp or verbs)", choice);
+		return NULL;
+	}
+#ifdef CN_HAVE_VERBS
+	if (cn_verbs_available(rdma_dev, reason, sizeof(reason)) == 0)
+		return &cn_verbs_ops;
+#else
+	(void)rdma_dev;
+	snprintf(reason, sizeof(reason), "this build has no RDMA support (libibverbs/librdmacm)");
+#endif
+	if (why != NULL)
+		snprintf(why, whylen, "%s", reason);
+	return strcmp(choice, "auto") == 0 ? &cn_tcp_ops : NULL;
 }

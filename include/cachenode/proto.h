@@ -46,10 +46,12 @@ extern "C" {
 #define CN_PROTO_BATCH_HDR	8u		  /* u32 count + u32 reserved */
 #define CN_PROTO_STORE_DESC	40u		  /* key[32] + u32 len + u32 reserved */
 #define CN_PROTO_RETR_DESC	8u		  /* i32 status + u32 len */
+#define CN_PROTO_RDMA_DESC	48u		  /* key[32] + u32 len/cap + u32 rkey + u64 addr */
 
 /* Flags. */
 #define CN_F_RESPONSE 0x0001u /* set on every reply */
 #define CN_F_CLOSE    0x0002u /* reply: the node closes the connection after this frame */
+#define CN_F_RDMA     0x0004u /* STORE/RETRIEVE request: payloads move by RDMA (verbs only) */
 
 struct cn_key {
 	uint8_t b[CN_KEY_LEN];
@@ -71,6 +73,17 @@ struct cn_key {
  * RETRIEVE req: u32 n, u32 0, key[n]
  *          rep: u32 n, u32 0, n x {i32 status, u32 len}, then the payloads
  *               of the keys with status CN_OK, back to back, in order
+ * STORE with CN_F_RDMA (verbs transport only):
+ *          req: u32 n, u32 0, n x {key[32], u32 len, u32 rkey, u64 addr};
+ *               no payload follows: the node RDMA-READs each chunk from
+ *               [addr, addr + len) of the requester's memory (rkey)
+ *          rep: as STORE
+ * RETRIEVE with CN_F_RDMA (verbs transport only):
+ *          req: u32 n, u32 0, n x {key[32], u32 cap, u32 rkey, u64 addr}
+ *          rep: u32 n, u32 0, n x {i32 status, u32 len}, no payload: each
+ *               CN_OK chunk was RDMA-written to [addr, addr + len) before
+ *               the reply was sent; a chunk larger than cap gets
+ *               CN_E_TOOBIG with its len, and nothing is written
  * DELETE   req: u32 n, u32 0, key[n]
  *          rep: u32 n, u32 0, i32 status[n]
  * STATUS   req: empty; rep: a JSON document (UTF-8, not NUL-terminated)

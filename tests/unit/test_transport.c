@@ -36,9 +36,10 @@ struct echo {
 	atomic_int *open_count;
 };
 
-static void *echo_open(void *arg, unsigned worker, const char *peer)
+static void *echo_open(void *arg, unsigned worker, const char *peer, unsigned flags)
 {
 	struct echo *e = calloc(1, sizeof(*e));
+	(void)flags;
 	e->open_count = arg;
 	atomic_fetch_add(e->open_count, 1);
 	return e;
