@@ -288,6 +288,23 @@ int cn_verbs_poll(struct cn_verbs_conn *c, struct cn_verbs_wc *wc, int max, int 
  */
 int cn_verbs_recv_release(struct cn_verbs_conn *c, uint64_t wr_id);
 
+/*
+ * cn_verbs_conn_fds - the two descriptors an event loop waits on for @c:
+ * fds[0] the completion channel, fds[1] the connection's CM event channel.
+ * Both are non-blocking and owned by @c (valid until it is destroyed).
+ */
+void cn_verbs_conn_fds(const struct cn_verbs_conn *c, int fds[2]);
+
+/*
+ * cn_verbs_poll_nb - cn_verbs_poll() for event loops: never blocks.
+ * Consumes what woke the loop (completion and CM events), then collects up
+ * to @max completions. Returns their count (1..max); 0 when none is left, in
+ * which case both CQs are armed and one of cn_verbs_conn_fds() becomes
+ * readable when something new arrives; or the connection's error once it is
+ * broken and nothing is left (like cn_verbs_poll()).
+ */
+int cn_verbs_poll_nb(struct cn_verbs_conn *c, struct cn_verbs_wc *wc, int max);
+
 /* Free send-queue slots now (what cn_verbs_post_rdma() could take at once). */
 unsigned cn_verbs_sq_free(const struct cn_verbs_conn *c);
 

@@ -1198,6 +1198,37 @@ static int wait_events(struct cn_verbs_conn *c, uint64_t deadline)
 	return 0;
 }
 
+void cn_verbs_conn_fds(const struct cn_verbs_conn *c, int fds[2])
+{
+	fds[0] = c->comp_ch->fd;
+	fds[1] = c->cm_ch->fd;
+}
+
+int cn_verbs_poll_nb(struct cn_verbs_conn *c, struct cn_verbs_wc *wc, int max)
+{
+	struct ibv_cq *cq;
+	void *ctx;
+	int n;
+
+	if (c == NULL || wc == NULL || max <= 0)
+		return -EINVAL;
+	while (ibv_get_cq_event(c->comp_ch, &cq, &ctx) == 0)
+		ibv_ack_cq_events(cq, 1);
+	cm_check(c);
+	n = drain(c, wc, max);
+	if (n > 0)
+		return n;
+	if (c->err != 0)
+		return c->err;
+	/* arm, then look again: a completion that came before arming raises no event */
+	if (ibv_req_notify_cq(c->scq, 0) != 0 || ibv_req_notify_cq(c->rcq, 0) != 0) {
+		conn_fail(c, -EIO);
+		return c->err;
+	}
+	n = drain(c, wc, max);
+	return n > 0 ? n : c->err;
+}
+
 int cn_verbs_poll(struct cn_verbs_conn *c, struct cn_verbs_wc *wc, int max, int timeout_ms)
 {
 	uint64_t deadline, spin_end;
