@@ -18,7 +18,16 @@
  *     has arrived, and every reserved chunk is aborted (never visible) if
  *     the connection ends first;
  *   - RETRIEVE replies are sent straight from pinned slabs, unpinned once the
- *     last byte has left.
+ *     last byte has left;
+ *   - STORE/RETRIEVE with CN_F_RDMA are served only on sessions opened with
+ *     CN_SESS_RDMA (else, and on any other opcode, a request-level
+ *     CN_E_INVAL): the session reserves or pins the slabs and hands the
+ *     transport one RDMA READ (STORE) or WRITE (RETRIEVE) per slab through
+ *     rdma_next(); it reads no further input until rdma_done() has covered
+ *     them all, then commits the chunks together (STORE) or unpins them
+ *     (RETRIEVE) and queues the reply. If the connection closes first, the
+ *     reserved chunks are aborted (never visible) and the pinned ones
+ *     unpinned.
  */
 #ifndef CN_SESSION_H
 #define CN_SESSION_H
@@ -52,6 +61,9 @@
 	X(retrieve_bytes, COUNTER, "payload bytes sent for RETRIEVE")                     \
 	X(delete_reqs, COUNTER, "DELETE requests")                                         \
 	X(delete_keys, COUNTER, "keys deleted")                                            \
+	X(rdma_store_reqs, COUNTER, "STORE requests with CN_F_RDMA (payloads RDMA-read)")   \
+	X(rdma_retrieve_reqs, COUNTER, "RETRIEVE requests with CN_F_RDMA (payloads RDMA-written)") \
+	X(rdma_aborted, COUNTER, "CN_F_RDMA requests cut by the connection's end mid-RDMA") \
 	X(sessions_open, GAUGE, "sessions open now")
 
 struct cn_session_stats {

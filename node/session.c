@@ -8,6 +8,13 @@
  * payload bytes are copied at most once (only the few that arrived in the
  * same read as the header). Output is a FIFO of replies, each a short list
  * of iovecs (header, meta, then pinned slabs for RETRIEVE).
+ *
+ * CN_F_RDMA requests (sessions opened with CN_SESS_RDMA) carry no payload
+ * bytes in the stream: the session reserves (STORE) or pins (RETRIEVE) the
+ * slabs, hands the transport one RDMA operation per slab through rdma_next(),
+ * and sits in RX_RDMA, reading nothing, until rdma_done() has covered every
+ * operation; then it commits or unpins and queues the reply, so replies stay
+ * in request order and a chunk is never visible before its bytes are in.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -31,14 +38,19 @@ enum rx_state {
 	RX_META,    /* want meta_need bytes of the payload in rxb */
 	RX_PAYLOAD, /* STORE payloads, item by item */
 	RX_SKIP,    /* discard the rest of a refused request */
+	RX_RDMA,    /* RDMA operations of a STORE/RETRIEVE outstanding: read nothing */
 	RX_DEAD,    /* fatal error queued: read nothing more */
 };
 
+/* One chunk of a STORE batch, or of a RETRIEVE batch with CN_F_RDMA. */
 struct store_item {
 	struct cn_key key;
-	uint32_t len;
+	uint32_t len;	  /* STORE: chunk length; RETRIEVE: the requester's cap */
 	int32_t status;
-	bool reserved;
+	bool reserved;	  /* STORE: ref is a reserved slab (commit or abort it) */
+	bool pinned;	  /* RETRIEVE with CN_F_RDMA: ref is pinned (unpin it) */
+	uint32_t rkey;	  /* CN_F_RDMA: the requester's memory, [addr, addr + len) */
+	uint64_t addr;
 	struct cn_l1_ref ref;
 };
 
@@ -77,12 +89,24 @@ struct sess {
 	struct store_item *items;
 	uint32_t items_cap, store_n, nitems, cur, cur_off;
 
+	/*
+	 * CN_F_RDMA request in RX_RDMA: one operation per item that holds a
+	 * slab (reserved or pinned), in item order. rdma_cur is the next item
+	 * rdma_next() looks at; rdma_given ops were handed out, rdma_ndone of
+	 * them completed. A RETRIEVE's reply is built when the slabs are pinned
+	 * and queued when the last operation completes.
+	 */
+	bool rdma; /* open() got CN_SESS_RDMA */
+	uint32_t rdma_ops, rdma_cur, rdma_given, rdma_ndone;
+	struct tx_ent *rdma_reply;
+
 	struct tx_ent *tx_head, *tx_tail;
 	size_t tx_bytes;
 	unsigned tx_ents;
 };
 
 static void sess_process(struct sess *s);
+static void rdma_start(struct sess *s);
 
 /* ---- output ---- */
 
@@ -369,23 +393,48 @@ static bool store_has_dup(struct sess *s, uint32_t n)
 	return false;
 }
 
-/* STORE descriptors are in; validate them all, then reserve slabs. */
+/* Make room for @n items; 0 or -ENOMEM. */
+static int items_reserve(struct sess *s, uint32_t n)
+{
+	struct store_item *it;
+
+	if (n <= s->items_cap)
+		return 0;
+	it = realloc(s->items, n * sizeof(*it));
+	if (it == NULL)
+		return -ENOMEM;
+	s->items = it;
+	s->items_cap = n;
+	return 0;
+}
+
+/*
+ * STORE descriptors are in; validate them all, then reserve slabs. Inline,
+ * the payloads follow in the stream (RX_PAYLOAD); with CN_F_RDMA (the count
+ * step has checked the frame holds exactly the descriptors) each reserved
+ * slab becomes an RDMA READ (RX_RDMA).
+ */
 static void store_begin(struct sess *s, const uint8_t *p)
 {
+	bool rdma = s->hdr.flags & CN_F_RDMA;
+	uint32_t dlen = rdma ? CN_PROTO_RDMA_DESC : CN_PROTO_STORE_DESC;
 	uint64_t sum = 0;
 	uint64_t max_chunk = cn_engine_max_chunk(s->ctx->engine);
 	uint32_t n = s->store_n;
-	uint32_t meta = CN_PROTO_BATCH_HDR + n * CN_PROTO_STORE_DESC;
+	uint32_t meta = CN_PROTO_BATCH_HDR + n * dlen;
 
 	for (uint32_t i = 0; i < n; i++) {
-		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * CN_PROTO_STORE_DESC;
+		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * dlen;
 		struct store_item *it = &s->items[i];
 
 		memcpy(&it->key, d, CN_KEY_LEN);
 		it->len = cn_get_le32(d + 32);
+		it->rkey = rdma ? cn_get_le32(d + 36) : 0;
+		it->addr = rdma ? cn_get_le64(d + 40) : 0;
 		it->reserved = false;
+		it->pinned = false;
 		it->status = CN_OK;
-		sum += it->len;
+		sum += rdma ? 0 : it->len;
 		if (it->len == 0) {
 			req_error(s, meta, CN_E_INVAL, "zero-length chunk in batch");
 			return;
@@ -405,6 +454,8 @@ static void store_begin(struct sess *s, const uint8_t *p)
 	}
 	CN_STAT_INC(s->st, store_reqs);
 	CN_STAT_ADD(s->st, store_keys, n);
+	if (rdma)
+		CN_STAT_INC(s->st, rdma_store_reqs);
 	s->nitems = n; /* every item is initialised: from here on they may hold slabs */
 	for (uint32_t i = 0; i < n; i++) {
 		struct store_item *it = &s->items[i];
@@ -414,6 +465,10 @@ static void store_begin(struct sess *s, const uint8_t *p)
 			it->reserved = true;
 		else
 			it->status = cn_status_from_errno(r);
+	}
+	if (rdma) {
+		rdma_start(s);
+		return;
 	}
 	s->cur = 0;
 	s->cur_off = 0;
@@ -450,17 +505,133 @@ static void store_finish(struct sess *s)
 	s->state = RX_HDR;
 }
 
-/* Abort every chunk still reserved (connection lost mid-payload). */
-static void store_abort_all(struct sess *s)
+/*
+ * The connection is gone: abort every chunk still reserved (mid-payload, or
+ * RDMA READs outstanding) and unpin every chunk an RDMA WRITE still held.
+ */
+static void items_release(struct sess *s)
 {
 	for (uint32_t i = 0; i < s->nitems; i++) {
-		if (s->items[i].reserved) {
-			cn_engine_store_abort(s->ctx->engine, s->core, &s->items[i].ref);
-			s->items[i].reserved = false;
+		struct store_item *it = &s->items[i];
+
+		if (it->reserved) {
+			cn_engine_store_abort(s->ctx->engine, s->core, &it->ref);
+			it->reserved = false;
 			CN_STAT_INC(s->st, store_discarded);
+		}
+		if (it->pinned) {
+			cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+			it->pinned = false;
 		}
 	}
 	s->nitems = 0;
+}
+
+/*
+ * RETRIEVE with CN_F_RDMA: n descriptors {key, cap, rkey, addr} at @p. Pin
+ * each key; a hit that fits its cap becomes an RDMA WRITE, one that does not
+ * is unpinned at once and answered CN_E_TOOBIG with its length. The reply
+ * (statuses and lengths, no payload) is built now and queued by
+ * retrieve_rdma_finish() once every WRITE has completed.
+ */
+static void do_retrieve_rdma(struct sess *s, uint32_t n, const uint8_t *p)
+{
+	struct tx_ent *e;
+
+	if (items_reserve(s, n) < 0) {
+		req_error(s, s->hdr.payload_len, CN_E_BUSY, "out of memory");
+		return;
+	}
+	e = batch_reply(s, n, CN_PROTO_RETR_DESC, 0);
+	if (e == NULL)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * CN_PROTO_RDMA_DESC;
+		struct store_item *it = &s->items[i];
+
+		memcpy(&it->key, d, CN_KEY_LEN);
+		it->len = cn_get_le32(d + 32);
+		it->rkey = cn_get_le32(d + 36);
+		it->addr = cn_get_le64(d + 40);
+		it->reserved = false;
+		it->pinned = false;
+	}
+	CN_STAT_INC(s->st, retrieve_reqs);
+	CN_STAT_INC(s->st, rdma_retrieve_reqs);
+	CN_STAT_ADD(s->st, retrieve_keys, n);
+	s->nitems = n; /* every item is initialised: from here on they may hold slabs */
+	for (uint32_t i = 0; i < n; i++) {
+		struct store_item *it = &s->items[i];
+		int r = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
+		uint32_t len = r == 0 ? it->ref.len : 0;
+		uint8_t *d = e->meta + CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * i;
+
+		if (r == 0 && it->ref.len > it->len) {
+			cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+			r = -E2BIG; /* len stays: the requester learns the size it needs */
+		}
+		it->pinned = r == 0;
+		it->status = cn_status_from_errno(r);
+		cn_put_le32(d, (uint32_t)it->status);
+		cn_put_le32(d + 4, len);
+	}
+	s->rdma_reply = e;
+	rdma_start(s);
+}
+
+/* Every RDMA WRITE of a RETRIEVE completed: unpin, count, queue the reply. */
+static void retrieve_rdma_finish(struct sess *s)
+{
+	uint32_t n = s->nitems, hits = 0;
+	uint64_t bytes = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct store_item *it = &s->items[i];
+
+		if (!it->pinned)
+			continue;
+		hits++;
+		bytes += it->ref.len;
+		cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+		it->pinned = false;
+	}
+	CN_STAT_ADD(s->st, retrieve_hits, hits);
+	CN_STAT_ADD(s->st, retrieve_bytes, bytes);
+	s->nitems = 0;
+	tx_push(s, s->rdma_reply, CN_OP_RETRIEVE, 0, CN_OK,
+		CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * n);
+	s->rdma_reply = NULL;
+	s->state = RX_HDR;
+}
+
+/* The RDMA operations of the request in progress are all done (or there were none). */
+static void rdma_finish(struct sess *s)
+{
+	s->rdma_ops = s->rdma_cur = s->rdma_given = s->rdma_ndone = 0;
+	if (s->hdr.opcode == CN_OP_STORE)
+		store_finish(s);
+	else
+		retrieve_rdma_finish(s);
+}
+
+/*
+ * The slabs of a CN_F_RDMA request are reserved or pinned: queue one RDMA
+ * operation per slab and wait in RX_RDMA for them, or, if no key got a slab,
+ * answer at once.
+ */
+static void rdma_start(struct sess *s)
+{
+	uint32_t ops = 0;
+
+	for (uint32_t i = 0; i < s->nitems; i++)
+		ops += s->items[i].reserved || s->items[i].pinned;
+	s->rdma_ops = ops;
+	s->rdma_cur = s->rdma_given = s->rdma_ndone = 0;
+	if (ops == 0) {
+		rdma_finish(s);
+		return;
+	}
+	s->state = RX_RDMA;
 }
 
 /* Advance the current STORE item by @n payload bytes (already placed). */
@@ -492,13 +663,15 @@ static uint8_t *store_target(struct sess *s, uint32_t *room)
 /*
  * A header is in. Decide what the payload is: meta to collect, a refusal to
  * skip, or a fatal error. Per-op payload bounds are checked here so that no
- * request can make the session buffer more than RXB_SIZE bytes.
+ * request can make the session buffer more than RXB_SIZE bytes. CN_F_RDMA is
+ * checked after them: it is a request-level error on an opcode other than
+ * STORE/RETRIEVE, or on a session whose transport runs no RDMA.
  */
 static int on_header(struct sess *s, const uint8_t *raw)
 {
 	enum cn_status st = cn_proto_hdr_decode(raw, &s->hdr);
 	uint32_t plen;
-	uint32_t keys_max = 8 + s->ctx->max_keys * CN_KEY_LEN;
+	uint32_t keys_max;
 
 	if (st != CN_OK) {
 		if (s->hdr.magic != CN_PROTO_MAGIC)
@@ -511,6 +684,8 @@ static int on_header(struct sess *s, const uint8_t *raw)
 		return fatal(s, CN_E_PROTO, "reply frame sent to the node");
 	CN_STAT_INC(s->st, frames_rx);
 	plen = s->hdr.payload_len;
+	keys_max = CN_PROTO_BATCH_HDR +
+		   s->ctx->max_keys * (s->hdr.flags & CN_F_RDMA ? CN_PROTO_RDMA_DESC : CN_KEY_LEN);
 	if (plen > s->ctx->max_frame)
 		return fatal(s, CN_E_TOOBIG, "frame length over the node's limit");
 	switch (s->hdr.opcode) {
@@ -548,20 +723,37 @@ static int on_header(struct sess *s, const uint8_t *raw)
 		req_error(s, 0, CN_E_OPCODE, "unknown opcode");
 		return 0;
 	}
+	if (s->hdr.flags & CN_F_RDMA) {
+		if (s->hdr.opcode != CN_OP_STORE && s->hdr.opcode != CN_OP_RETRIEVE) {
+			req_error(s, 0, CN_E_INVAL,
+				  "CN_F_RDMA on an opcode other than STORE/RETRIEVE");
+			return 0;
+		}
+		if (!s->rdma) {
+			req_error(s, 0, CN_E_INVAL, "RDMA descriptors on a transport without RDMA");
+			return 0;
+		}
+	}
 	s->state = RX_META;
 	return 0;
 }
 
-/* Check a key batch (LOOKUP/RETRIEVE/DELETE) and run it. */
+/*
+ * Check a key batch (LOOKUP/RETRIEVE/DELETE; RETRIEVE with CN_F_RDMA has
+ * 48-byte descriptors instead of keys) and run it.
+ */
 static void on_key_batch(struct sess *s, const uint8_t *p)
 {
+	bool rdma = s->hdr.flags & CN_F_RDMA; /* only RETRIEVE gets here with it */
 	uint32_t plen = s->hdr.payload_len;
 	uint32_t n = plen >= 8 ? cn_get_le32(p) : 0;
+	uint64_t want = CN_PROTO_BATCH_HDR + (uint64_t)n * (rdma ? CN_PROTO_RDMA_DESC : CN_KEY_LEN);
 	const struct cn_key *keys = (const struct cn_key *)(p + 8);
 
-	if (plen < 8 || n == 0 || n > s->ctx->max_keys || plen != 8 + n * CN_KEY_LEN) {
+	if (plen < 8 || n == 0 || n > s->ctx->max_keys || plen != want) {
 		req_error(s, plen, n > s->ctx->max_keys ? CN_E_TOOBIG : CN_E_INVAL,
-			  "key count does not match the frame (or is 0)");
+			  rdma ? "descriptor count does not match the frame (or is 0)"
+			       : "key count does not match the frame (or is 0)");
 		return;
 	}
 	switch (s->hdr.opcode) {
@@ -569,7 +761,10 @@ static void on_key_batch(struct sess *s, const uint8_t *p)
 		do_lookup(s, n, keys);
 		break;
 	case CN_OP_RETRIEVE:
-		do_retrieve(s, n, keys);
+		if (rdma)
+			do_retrieve_rdma(s, n, p);
+		else
+			do_retrieve(s, n, keys);
 		break;
 	default:
 		do_delete(s, n, keys);
@@ -597,8 +792,10 @@ static void on_meta(struct sess *s, const uint8_t *p)
 		return;
 	}
 	if (s->meta_need == CN_PROTO_BATCH_HDR) {
+		bool rdma = s->hdr.flags & CN_F_RDMA;
 		uint32_t n = cn_get_le32(p);
-		uint64_t need = CN_PROTO_BATCH_HDR + (uint64_t)n * CN_PROTO_STORE_DESC;
+		uint64_t need = CN_PROTO_BATCH_HDR +
+				(uint64_t)n * (rdma ? CN_PROTO_RDMA_DESC : CN_PROTO_STORE_DESC);
 
 		if (n == 0 || n > s->ctx->max_keys || need > s->hdr.payload_len) {
 			req_error(s, CN_PROTO_BATCH_HDR,
@@ -606,14 +803,15 @@ static void on_meta(struct sess *s, const uint8_t *p)
 				  "chunk count is 0, over max keys, or larger than the frame");
 			return;
 		}
-		if (n > s->items_cap) {
-			struct store_item *it = realloc(s->items, n * sizeof(*it));
-			if (it == NULL) {
-				req_error(s, CN_PROTO_BATCH_HDR, CN_E_BUSY, "out of memory");
-				return;
-			}
-			s->items = it;
-			s->items_cap = n;
+		/* RDMA: no payload follows the descriptors */
+		if (rdma && need != s->hdr.payload_len) {
+			req_error(s, CN_PROTO_BATCH_HDR, CN_E_INVAL,
+				  "frame length is not that of the RDMA descriptors");
+			return;
+		}
+		if (items_reserve(s, n) < 0) {
+			req_error(s, CN_PROTO_BATCH_HDR, CN_E_BUSY, "out of memory");
+			return;
 		}
 		s->store_n = n;
 		s->meta_need = (uint32_t)need; /* stay in RX_META for the descriptors */
@@ -682,6 +880,8 @@ static void sess_process(struct sess *s)
 				s->state = RX_HDR;
 			break;
 		}
+		case RX_RDMA: /* resumed from rdma_done() */
+			goto out;
 		case RX_DEAD:
 			return;
 		}
@@ -708,7 +908,7 @@ static void *sess_open(void *arg, unsigned worker, const char *peer, unsigned fl
 		free(s);
 		return NULL;
 	}
-	(void)flags;
+	s->rdma = flags & CN_SESS_RDMA;
 	s->ctx = ctx;
 	s->core = worker;
 	s->st = &ctx->stats[worker];
@@ -770,7 +970,7 @@ static bool sess_rx_paused(void *sp)
 {
 	const struct sess *s = sp;
 
-	if (s->state == RX_DEAD)
+	if (s->state == RX_DEAD || s->state == RX_RDMA)
 		return true;
 	/* Never pause in the middle of a payload: the chunk's bytes must keep flowing. */
 	if (s->state != RX_HDR)
@@ -837,7 +1037,10 @@ static void sess_close(void *sp, int err)
 {
 	struct sess *s = sp;
 
-	store_abort_all(s);
+	if (s->state == RX_RDMA)
+		CN_STAT_INC(s->st, rdma_aborted);
+	items_release(s);
+	free(s->rdma_reply);
 	while (s->tx_head) {
 		struct tx_ent *e = s->tx_head;
 		s->tx_head = e->next;
@@ -859,6 +1062,51 @@ static bool sess_idle(void *sp)
 	       s->tx_head == NULL && (s->state == RX_DEAD || s->rx_off == s->rx_len);
 }
 
+static int sess_rdma_next(void *sp, struct cn_rdma_op *ops, int max)
+{
+	struct sess *s = sp;
+	int k = 0;
+
+	if (s->state != RX_RDMA)
+		return 0;
+	while (k < max && s->rdma_cur < s->nitems) {
+		const struct store_item *it = &s->items[s->rdma_cur++];
+
+		if (!it->reserved && !it->pinned)
+			continue;
+		ops[k++] = (struct cn_rdma_op){
+			.read = it->reserved,
+			.local = it->ref.data,
+			.len = it->ref.len,
+			.rkey = it->rkey,
+			.remote_addr = it->addr,
+		};
+	}
+	s->rdma_given += (uint32_t)k;
+	return k;
+}
+
+/*
+ * @n more operations completed. The last one finishes the request (commit or
+ * unpin, reply) and lets the session run the requests staged behind it.
+ * Reporting more than was handed out is a transport bug: -EINVAL.
+ */
+static int sess_rdma_done(void *sp, unsigned n)
+{
+	struct sess *s = sp;
+
+	if (n == 0)
+		return s->state == RX_DEAD ? -EPROTO : 0;
+	if (s->state != RX_RDMA || n > s->rdma_given - s->rdma_ndone)
+		return -EINVAL;
+	s->rdma_ndone += n;
+	if (s->rdma_ndone < s->rdma_ops)
+		return 0;
+	rdma_finish(s);
+	sess_process(s);
+	return s->state == RX_DEAD ? -EPROTO : 0;
+}
+
 const struct cn_session_ops cn_session_ops = {
 	.open = sess_open,
 	.rx_buf = sess_rx_buf,
@@ -868,4 +1116,6 @@ const struct cn_session_ops cn_session_ops = {
 	.tx_done = sess_tx_done,
 	.close = sess_close,
 	.idle = sess_idle,
+	.rdma_next = sess_rdma_next,
+	.rdma_done = sess_rdma_done,
 };

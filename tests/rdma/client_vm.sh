@@ -1,0 +1,75 @@
+#!/bin/sh
+# The client host of the two-VM node suite (see node_vm.sh): real clients on rxe0 (10.77.0.2)
+# against the node at 10.77.0.1 over RDMA. Exit 0 when every case passed.
+NODE=10.77.0.1:7700
+CHUNKS=${CHUNKS:-10000}
+T=/usr/bin/timeout
+fails=0
+pass() { echo "PASS: $*"; }
+fail() {
+	echo "FAIL: $*"
+	fails=$((fails + 1))
+}
+ctl() { # command -> node host
+	i=0
+	until echo "$1" | nc 10.77.0.1 9000 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 50 ] && return 1
+		sleep 0.2
+	done
+}
+check() { # name cmd...
+	name=$1
+	shift
+	$T 600 "$@" >"$name.log" 2>&1
+	rc=$?
+	cat "$name.log"
+	[ $rc -eq 0 ] && pass "$name: $(tail -n 1 "$name.log")" || fail "$name (exit $rc)"
+}
+
+# wait for the node (it starts in parallel with this VM)
+i=0
+until $T 30 ./cachenode-rdma-check verify $NODE --chunks 1 --seed 999 >/dev/null 2>&1; do
+	i=$((i + 1))
+	[ $i -gt 60 ] && { fail "node never reachable"; break; }
+	sleep 1
+done
+
+check roundtrip ./cachenode-rdma-check roundtrip $NODE --chunks $CHUNKS --seed 1
+check bad_rkey ./cachenode-rdma-check bad-rkey $NODE --seed 2
+check bad_addr ./cachenode-rdma-check bad-addr $NODE --seed 2
+check bad_rkey_retrieve ./cachenode-rdma-check bad-rkey-retrieve $NODE --seed 2
+
+# a client killed mid-transfer (1 MiB stores): every chunk it left is absent or whole
+./cachenode-rdma-check store-loop $NODE --seed 3 --size 1048576 >loop.log 2>&1 &
+cl=$!
+i=0
+while ! grep -q storing loop.log && [ $i -lt 100 ]; do
+	i=$((i + 1))
+	sleep 0.1
+done
+sleep 3
+kill -9 $cl
+wait $cl 2>/dev/null
+check killed_client ./cachenode-rdma-check verify $NODE --seed 3 --size 1048576 --chunks 400 \
+	--min-present 1
+
+# the node restarts while a client is connected: the client sees a clear error, reconnects
+./cachenode-rdma-check hold $NODE --seed 4 --wait-ms 120000 >hold.log 2>&1 &
+cl=$!
+i=0
+while ! grep -q connected hold.log && [ $i -lt 200 ]; do
+	i=$((i + 1))
+	sleep 0.1
+done
+ctl restart || fail "could not reach the node host's control port"
+wait $cl
+rc=$?
+cat hold.log
+[ $rc -eq 0 ] && pass "node restart: $(grep 'lost the node' hold.log)" || fail "node restart (exit $rc)"
+
+# after all that the node still serves a full round trip
+check after ./cachenode-rdma-check roundtrip $NODE --chunks 500 --seed 5
+ctl done
+echo "client_vm: $fails failure(s)"
+[ $fails -eq 0 ]

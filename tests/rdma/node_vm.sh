@@ -1,0 +1,71 @@
+#!/bin/sh
+# The node host of the two-VM node suite (tests/rdma/run-suite.sh, vm.sh run2): runs cachenode
+# on rxe0 (10.77.0.1) over the verbs transport and obeys one-line commands the client host sends
+# to TCP port 9000: "restart" (SIGTERM, then start again), "done" (check counters, stop).
+# Exit 0 when the node always started, stopped cleanly (exit 0) and its counters say what the
+# client's cases did.
+ADDR=10.77.0.1:7700
+fails=0
+pass() { echo "PASS: $*"; }
+fail() {
+	echo "FAIL: $*"
+	fails=$((fails + 1))
+}
+
+start_node() {
+	./cachenode --listen $ADDR --transport verbs --rdma-dev rxe0 --l1-size 384M \
+		--max-chunk 4M --http 127.0.0.1:9190 --node-id vmnode >>node.log 2>&1 &
+	pid=$!
+	i=0
+	while ! grep -q 'serving on' node.log; do
+		i=$((i + 1))
+		if [ $i -gt 300 ] || ! kill -0 $pid 2>/dev/null; then
+			cat node.log
+			fail "the node did not start"
+			echo "CTL: node start failed"
+			exit 1
+		fi
+		sleep 0.1
+	done
+	pass "node $pid serving: $(grep 'transport' node.log | tail -n 1)"
+}
+
+stop_node() {
+	kill -TERM $pid
+	wait $pid
+	rc=$?
+	[ $rc -eq 0 ] && pass "node stopped cleanly" || fail "node exit status $rc after SIGTERM"
+}
+
+status_value() { # dotted-free key name -> first number after it in /api/status
+	wget -qO- http://127.0.0.1:9190/api/status | tr ',{' '\n\n' |
+		sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" | head -n 1
+}
+
+start_node
+while :; do
+	cmd=$(nc -l -p 9000 | head -n 1)
+	echo "command: $cmd"
+	case "$cmd" in
+	restart)
+		stop_node
+		: >node.log
+		start_node
+		;;
+	done) break ;;
+	*) echo "unknown command '$cmd'" ;;
+	esac
+done
+
+# The client's three bad requests each broke their connection with a remote access error.
+acc=$(status_value err_remote_access)
+[ "${acc:-0}" -ge 1 ] && pass "remote access errors counted: $acc" ||
+	fail "err_remote_access is '${acc}' after the bad-rkey cases"
+pinned=$(status_value pinned_bytes)
+[ "${pinned:-1}" -eq 0 ] && pass "nothing left pinned" || fail "pinned_bytes is '$pinned'"
+wget -qO- http://127.0.0.1:9190/api/healthz >/dev/null && pass "node healthy" || fail "node unhealthy"
+stop_node
+echo "--- node log"
+cat node.log
+echo "node_vm: $fails failure(s)"
+[ $fails -eq 0 ]

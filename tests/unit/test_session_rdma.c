@@ -1,0 +1,1046 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The protocol session's CN_F_RDMA STORE and RETRIEVE, driven through
+ * struct cn_session_ops the way the verbs transport drives it: frames go in
+ * through rx_buf()/rx_done(), replies come out through tx_iov()/tx_done(),
+ * and the test plays the transport's RDMA part itself. For each operation
+ * rdma_next() hands out it checks what an HCA would (the local side inside
+ * the registered L1 region, the remote side inside a buffer registered with
+ * that rkey), copies the bytes between the slab and a plain buffer of the
+ * test, then reports completion with rdma_done(). The engine, L1 and session
+ * are the real ones.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <cachenode/client.h>
+#include "cn_engine.h"
+#include "cn_session.h"
+#include "cn_test_eal.h"
+#include "cn_transport.h"
+
+#define MAX_REGIONS 16
+#define GUARD	    0xee /* bytes around and after what RDMA may write */
+#define GUARD_LEN   64
+
+/* Remote memory the test's "peer" registered: what an rkey may reach. */
+struct region {
+	uint8_t *base;
+	size_t len;
+	uint32_t rkey;
+};
+
+struct fix {
+	struct cn_engine *eng;
+	struct cn_session_ctx ctx;
+	struct cn_session_stats sstats[2];
+	struct region reg[MAX_REGIONS];
+	unsigned nreg;
+	/* loopback server for the test over the real transport */
+	struct cn_server *srv;
+	struct cn_transport_stats tstats[1];
+};
+
+/* One server-side session and the reply bytes it has produced. */
+struct conn {
+	struct fix *f;
+	void *s;
+	uint8_t *out;
+	size_t out_len, out_off, out_cap;
+};
+
+/* A request being built: header + payload, appended to a byte stream. */
+struct bytes {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static unsigned fix_seq;
+
+static struct fix *fix_new(uint64_t l1, uint64_t max_chunk)
+{
+	struct fix *f = calloc(1, sizeof(*f));
+	char name[32];
+	struct cn_engine_cfg ecfg = {
+		.l1_size = l1, .max_chunk = max_chunk, .ncores = 2, .socket_id = -1, .name = name,
+	};
+
+	assert_non_null(f);
+	snprintf(name, sizeof(name), "rdma%u", fix_seq++);
+	assert_int_equal(cn_engine_create(&ecfg, &f->eng), 0);
+	f->ctx = (struct cn_session_ctx){
+		.engine = f->eng,
+		.node_id = "rdma-node",
+		.max_keys = CN_PROTO_MAX_KEYS,
+		.max_frame = CN_PROTO_MAX_FRAME,
+		.stats = f->sstats,
+	};
+	return f;
+}
+
+static void l1_info(struct fix *f, struct cn_l1_info *info)
+{
+	cn_l1_get_info(cn_engine_l1(f->eng), info);
+}
+
+static void fix_free(struct fix *f)
+{
+	struct cn_l1_info info;
+
+	/* Nothing may stay lent once every session is closed. */
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, 0);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(f->sstats[0].sessions_open, 0);
+	for (unsigned i = 0; i < f->nreg; i++)
+		free(f->reg[i].base);
+	if (f->srv)
+		cn_loopback_ops.server_destroy(&f->srv);
+	cn_engine_destroy(&f->eng);
+	free(f);
+}
+
+/* A remote buffer of @len bytes plus GUARD_LEN guard bytes, all GUARD. */
+static struct region *remote(struct fix *f, size_t len)
+{
+	struct region *r = &f->reg[f->nreg];
+
+	assert_true(f->nreg < MAX_REGIONS);
+	r->base = malloc(len + GUARD_LEN);
+	assert_non_null(r->base);
+	memset(r->base, GUARD, len + GUARD_LEN);
+	r->len = len + GUARD_LEN;
+	r->rkey = 0x5a000 + f->nreg++;
+	return r;
+}
+
+static bool all_guard(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != GUARD)
+			return false;
+	return true;
+}
+
+static struct conn *conn_open(struct fix *f, unsigned flags)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	assert_non_null(c);
+	c->f = f;
+	c->s = cn_session_ops.open(&f->ctx, 0, "test", flags);
+	assert_non_null(c->s);
+	return c;
+}
+
+static void conn_close(struct conn **pc, int err)
+{
+	struct conn *c = *pc;
+
+	cn_session_ops.close(c->s, err);
+	free(c->out);
+	free(c);
+	*pc = NULL;
+}
+
+/*
+ * Deliver @len bytes as a transport would: while the session reads, into
+ * whatever rx_buf() offers. Returns the bytes taken (less than @len when the
+ * session paused); each rx_done() must succeed.
+ */
+static size_t feed(struct conn *c, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	size_t done = 0;
+
+	while (done < len && !cn_session_ops.rx_paused(c->s)) {
+		void *dst;
+		size_t room;
+
+		cn_session_ops.rx_buf(c->s, &dst, &room);
+		assert_true(room > 0);
+		if (room > len - done)
+			room = len - done;
+		memcpy(dst, p + done, room);
+		done += room;
+		assert_int_equal(cn_session_ops.rx_done(c->s, room), 0);
+	}
+	return done;
+}
+
+static void feed_all(struct conn *c, const struct bytes *b)
+{
+	assert_int_equal(feed(c, b->p, b->len), b->len);
+}
+
+/* Take every byte of pending output, as a socket that never blocks would. */
+static size_t drain(struct conn *c)
+{
+	struct iovec iov[16];
+	size_t total = 0;
+	int n;
+
+	while ((n = cn_session_ops.tx_iov(c->s, iov, 16)) > 0) {
+		size_t got = 0;
+
+		for (int i = 0; i < n; i++) {
+			if (c->out_len + iov[i].iov_len > c->out_cap) {
+				c->out_cap = (c->out_len + iov[i].iov_len) * 2;
+				c->out = realloc(c->out, c->out_cap);
+				assert_non_null(c->out);
+			}
+			memcpy(c->out + c->out_len, iov[i].iov_base, iov[i].iov_len);
+			c->out_len += iov[i].iov_len;
+			got += iov[i].iov_len;
+		}
+		assert_int_equal(cn_session_ops.tx_done(c->s, got), 0);
+		total += got;
+	}
+	return total;
+}
+
+/* The next complete reply frame; false when none is there. */
+static bool next_reply(struct conn *c, struct cn_proto_hdr *h, const uint8_t **payload)
+{
+	drain(c);
+	if (c->out_len - c->out_off < CN_PROTO_HDR_LEN)
+		return false;
+	assert_int_equal(cn_proto_hdr_decode(c->out + c->out_off, h), CN_OK);
+	assert_true(h->flags & CN_F_RESPONSE);
+	assert_true(c->out_len - c->out_off >= CN_PROTO_HDR_LEN + (size_t)h->payload_len);
+	*payload = c->out + c->out_off + CN_PROTO_HDR_LEN;
+	c->out_off += CN_PROTO_HDR_LEN + h->payload_len;
+	return true;
+}
+
+/* The next reply must exist and be @op / @id / header status @status. */
+static const uint8_t *expect_reply(struct conn *c, uint8_t op, uint64_t id, int32_t status,
+				   struct cn_proto_hdr *h)
+{
+	const uint8_t *p = NULL;
+
+	assert_true(next_reply(c, h, &p));
+	assert_int_equal(h->opcode, op);
+	assert_int_equal(h->req_id, id);
+	assert_int_equal(h->status, status);
+	return p;
+}
+
+static bool no_reply(struct conn *c)
+{
+	drain(c);
+	return c->out_off == c->out_len;
+}
+
+/* ---- building requests ---- */
+
+static void put(struct bytes *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2 + 256;
+		b->p = realloc(b->p, b->cap);
+		assert_non_null(b->p);
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
+static void put_hdr(struct bytes *b, uint8_t op, uint16_t flags, uint64_t id, uint32_t plen)
+{
+	struct cn_proto_hdr h;
+	uint8_t hb[CN_PROTO_HDR_LEN];
+
+	cn_proto_hdr_init(&h, op, flags, id, plen, 0);
+	cn_proto_hdr_encode(&h, hb);
+	put(b, hb, sizeof(hb));
+}
+
+static void put_u32(struct bytes *b, uint32_t v)
+{
+	uint8_t x[4];
+
+	cn_put_le32(x, v);
+	put(b, x, 4);
+}
+
+/* One RDMA descriptor: key, len (STORE) or cap (RETRIEVE), rkey, addr. */
+struct desc {
+	struct cn_key key;
+	uint32_t len;
+	uint32_t rkey;
+	const void *addr;
+};
+
+/* A STORE/RETRIEVE with CN_F_RDMA carrying @n descriptors (and @n in its count). */
+static void put_rdma_req(struct bytes *b, uint8_t op, uint64_t id, const struct desc *d,
+			 uint32_t n)
+{
+	put_hdr(b, op, CN_F_RDMA, id, CN_PROTO_BATCH_HDR + n * CN_PROTO_RDMA_DESC);
+	put_u32(b, n);
+	put_u32(b, 0);
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t x[8];
+
+		put(b, &d[i].key, CN_KEY_LEN);
+		put_u32(b, d[i].len);
+		put_u32(b, d[i].rkey);
+		cn_put_le64(x, (uint64_t)(uintptr_t)d[i].addr);
+		put(b, x, 8);
+	}
+}
+
+static void put_ping(struct bytes *b, uint64_t id, const char *s)
+{
+	put_hdr(b, CN_OP_PING, 0, id, (uint32_t)strlen(s));
+	put(b, s, strlen(s));
+}
+
+static void put_keys(struct bytes *b, uint8_t op, uint16_t flags, uint64_t id,
+		     const struct cn_key *k, uint32_t n)
+{
+	put_hdr(b, op, flags, id, CN_PROTO_BATCH_HDR + n * CN_KEY_LEN);
+	put_u32(b, n);
+	put_u32(b, 0);
+	put(b, k, n * CN_KEY_LEN);
+}
+
+static void bytes_reset(struct bytes *b)
+{
+	b->len = 0;
+}
+
+static struct cn_key key_of(unsigned i)
+{
+	struct cn_key k;
+	char s[32];
+
+	snprintf(s, sizeof(s), "rdma-key-%u", i);
+	cn_sha256(s, strlen(s), k.b);
+	return k;
+}
+
+static void pattern(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)((i >> 5) * 151 + seed * 13 + i);
+}
+
+/* ---- the test's transport: run RDMA operations ---- */
+
+/*
+ * Check one operation as the HCA would (else the test fails: the session
+ * named memory it must not touch) and move its bytes.
+ */
+static void run_op(struct fix *f, const struct cn_rdma_op *op, bool want_read)
+{
+	void *base;
+	size_t blen;
+	uint8_t *lo, *rp;
+	const struct region *r = NULL;
+
+	cn_l1_region(cn_engine_l1(f->eng), &base, &blen);
+	lo = op->local;
+	assert_true(op->len > 0);
+	assert_true(lo >= (uint8_t *)base && lo + op->len <= (uint8_t *)base + blen);
+	rp = (uint8_t *)(uintptr_t)op->remote_addr;
+	for (unsigned i = 0; i < f->nreg; i++)
+		if (f->reg[i].rkey == op->rkey)
+			r = &f->reg[i];
+	assert_non_null(r);
+	assert_true(rp >= r->base && rp + op->len <= r->base + r->len);
+	assert_int_equal(op->read, want_read);
+	if (op->read)
+		memcpy(lo, rp, op->len);
+	else
+		memcpy(rp, lo, op->len);
+}
+
+/*
+ * Take pending operations (up to @batch per rdma_next() call), run them, and
+ * report them done as they were taken, until none is pending or @limit ran
+ * (the last completion of a request may let the session start the next
+ * one, whose operations are not this call's). Returns the number run.
+ */
+static unsigned run_rdma(struct conn *c, bool want_read, int batch, unsigned limit)
+{
+	struct cn_rdma_op ops[8];
+	unsigned total = 0;
+
+	assert_true(batch > 0 && batch <= 8);
+	while (total < limit) {
+		int want = limit - total < (unsigned)batch ? (int)(limit - total) : batch;
+		int n = cn_session_ops.rdma_next(c->s, ops, want);
+
+		if (n == 0)
+			break;
+		assert_true(n > 0 && n <= want);
+		for (int i = 0; i < n; i++)
+			run_op(c->f, &ops[i], want_read);
+		total += (unsigned)n;
+		assert_int_equal(cn_session_ops.rdma_done(c->s, (unsigned)n), 0);
+	}
+	return total;
+}
+
+/* A plain (inline) LOOKUP on @c: the prefix of present keys. */
+static uint32_t lookup_prefix(struct conn *c, const struct cn_key *k, uint32_t n)
+{
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+
+	put_keys(&b, CN_OP_LOOKUP, 0, 900, k, n);
+	feed_all(c, &b);
+	free(b.p);
+	p = expect_reply(c, CN_OP_LOOKUP, 900, CN_OK, &h);
+	return cn_get_le32(p + 4);
+}
+
+/* A plain STORE of one chunk on @c; returns its per-key status. */
+static int32_t store_inline(struct conn *c, const struct cn_key *k, const void *data,
+			    uint32_t len)
+{
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+	uint8_t zero[4] = {0};
+
+	put_hdr(&b, CN_OP_STORE, 0, 901, CN_PROTO_BATCH_HDR + CN_PROTO_STORE_DESC + len);
+	put_u32(&b, 1);
+	put_u32(&b, 0);
+	put(&b, k, CN_KEY_LEN);
+	put_u32(&b, len);
+	put(&b, zero, 4);
+	put(&b, data, len);
+	feed_all(c, &b);
+	free(b.p);
+	p = expect_reply(c, CN_OP_STORE, 901, CN_OK, &h);
+	return (int32_t)cn_get_le32(p + 8);
+}
+
+static void expect_pong(struct conn *c, uint64_t id, const char *s)
+{
+	struct cn_proto_hdr h;
+	const uint8_t *p = expect_reply(c, CN_OP_PING, id, CN_OK, &h);
+
+	assert_int_equal(h.payload_len, strlen(s));
+	assert_memory_equal(p, s, strlen(s));
+}
+
+/* ---- tests ---- */
+
+/*
+ * STORE-RDMA of chunks of random sizes, then RETRIEVE-RDMA into other
+ * buffers: the bytes come back equal, statuses and lengths are right, and
+ * the counters moved by exactly the workload.
+ */
+static void rdma_store_retrieve_round_trip(void **state)
+{
+	enum { N = 7 };
+	struct fix *f = fix_new(64u << 20, 1u << 20);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct desc sd[N], rd[N];
+	struct region *src[N], *dst[N];
+	uint32_t len[N];
+	uint64_t sum = 0;
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+	struct cn_rdma_op op;
+
+	srand(12345);
+	for (unsigned i = 0; i < N; i++) {
+		/* 1 byte, exactly max_chunk, and random sizes in between */
+		len[i] = i == 0 ? 1 : i == 1 ? 1u << 20 : 1 + (uint32_t)rand() % (300u << 10);
+		sum += len[i];
+		src[i] = remote(f, len[i]);
+		pattern(src[i]->base, len[i], i);
+		sd[i] = (struct desc){key_of(i), len[i], src[i]->rkey, src[i]->base};
+	}
+	put_rdma_req(&b, CN_OP_STORE, 10, sd, N);
+	feed_all(c, &b);
+	/* nothing is answered before the chunks are read */
+	assert_true(no_reply(c));
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_false(cn_session_ops.idle(c->s));
+	assert_int_equal(run_rdma(c, true, 3, 100), N);
+	p = expect_reply(c, CN_OP_STORE, 10, CN_OK, &h);
+	assert_int_equal(h.payload_len, 8 + 4 * N);
+	assert_int_equal(cn_get_le32(p), N);
+	for (unsigned i = 0; i < N; i++)
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 4 * i), CN_OK);
+	assert_int_equal(f->sstats[0].store_ok, N);
+	assert_int_equal(f->sstats[0].store_bytes, sum);
+	assert_int_equal(f->sstats[0].rdma_store_reqs, 1);
+	assert_true(cn_session_ops.idle(c->s));
+	/* nothing outstanding: no operation to hand out, nothing to complete */
+	assert_int_equal(cn_session_ops.rdma_next(c->s, &op, 1), 0);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), -EINVAL);
+
+	/* back, in reverse order, into fresh buffers with some slack in the cap */
+	for (unsigned i = 0; i < N; i++) {
+		unsigned k = N - 1 - i;
+		uint32_t cap = len[k] + 100 * (i & 1); /* exact, or with room to spare */
+
+		dst[i] = remote(f, len[k] + 100);
+		rd[i] = (struct desc){key_of(k), cap, dst[i]->rkey, dst[i]->base};
+	}
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 11, rd, N);
+	feed_all(c, &b);
+	assert_true(no_reply(c));
+	assert_int_equal(run_rdma(c, false, 8, 100), N);
+	p = expect_reply(c, CN_OP_RETRIEVE, 11, CN_OK, &h);
+	assert_int_equal(h.payload_len, 8 + 8 * N); /* statuses only, no chunk bytes */
+	assert_int_equal(cn_get_le32(p), N);
+	for (unsigned i = 0; i < N; i++) {
+		unsigned k = N - 1 - i;
+
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 8 * i), CN_OK);
+		assert_int_equal(cn_get_le32(p + 12 + 8 * i), len[k]);
+		assert_memory_equal(dst[i]->base, src[k]->base, len[k]);
+		assert_true(all_guard(dst[i]->base + len[k], 100 + GUARD_LEN));
+	}
+	assert_int_equal(f->sstats[0].retrieve_hits, N);
+	assert_int_equal(f->sstats[0].retrieve_bytes, sum);
+	assert_int_equal(f->sstats[0].rdma_retrieve_reqs, 1);
+	assert_int_equal(f->sstats[0].req_errors, 0);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * A STORE-RDMA batch is invisible to other connections until rdma_done()
+ * has covered its last READ, and then visible all at once.
+ */
+static void rdma_store_invisible_until_done(void **state)
+{
+	enum { N = 3 };
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA), *other = conn_open(f, 0);
+	struct desc d[N];
+	struct cn_key keys[N];
+	struct cn_rdma_op ops[N];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_l1_info info;
+	const uint8_t *p;
+
+	for (unsigned i = 0; i < N; i++) {
+		struct region *r = remote(f, 5000 + i);
+
+		keys[i] = key_of(20 + i);
+		pattern(r->base, 5000 + i, 20 + i);
+		d[i] = (struct desc){keys[i], 5000 + i, r->rkey, r->base};
+	}
+	put_rdma_req(&b, CN_OP_STORE, 1, d, N);
+	feed_all(c, &b);
+	/* each operation is handed out once */
+	assert_int_equal(cn_session_ops.rdma_next(c->s, ops, N), N);
+	assert_int_equal(cn_session_ops.rdma_next(c->s, ops, N), 0);
+	for (unsigned i = 0; i < N; i++)
+		run_op(f, &ops[i], true);
+	/* two of three done: still reserved, invisible, unanswered */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 2), 0);
+	assert_true(no_reply(c));
+	assert_int_equal(lookup_prefix(other, keys, 1), 0);
+	{
+		struct bytes g = {0};
+
+		put_keys(&g, CN_OP_RETRIEVE, 0, 2, &keys[0], 1);
+		feed_all(other, &g);
+		p = expect_reply(other, CN_OP_RETRIEVE, 2, CN_OK, &h);
+		assert_int_equal((int32_t)cn_get_le32(p + 8), CN_E_NOENT);
+		free(g.p);
+	}
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, N);
+	assert_int_equal(info.chunks, 0);
+	/* more than is outstanding is refused and changes nothing */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 2), -EINVAL);
+	assert_true(no_reply(c));
+	/* the last one: committed together, answered */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	p = expect_reply(c, CN_OP_STORE, 1, CN_OK, &h);
+	for (unsigned i = 0; i < N; i++)
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 4 * i), CN_OK);
+	assert_int_equal(lookup_prefix(other, keys, N), N);
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(info.chunks, N);
+	conn_close(&c, 0);
+	conn_close(&other, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * The connection ends with READs outstanding (as after an RDMA error: the
+ * transport destroyed the QP, then close()): no chunk of the batch is
+ * stored, store_discarded moves by exactly the chunks reserved, and a key
+ * that was already stored keeps its copy.
+ */
+static void rdma_close_mid_store_discards(void **state)
+{
+	enum { N = 4 };
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA), *other = conn_open(f, 0);
+	struct desc d[N];
+	struct cn_key keys[N];
+	struct cn_rdma_op ops[N];
+	struct bytes b = {0};
+	struct cn_l1_info info;
+	uint8_t old[700];
+	uint64_t disc0;
+
+	for (unsigned i = 0; i < N; i++) {
+		struct region *r = remote(f, 3000);
+
+		keys[i] = key_of(40 + i);
+		memset(r->base, 'n', 3000);
+		d[i] = (struct desc){keys[i], 3000, r->rkey, r->base};
+	}
+	memset(old, 'o', sizeof(old));
+	assert_int_equal(store_inline(other, &keys[0], old, sizeof(old)), CN_OK);
+	disc0 = f->sstats[0].store_discarded;
+	put_rdma_req(&b, CN_OP_STORE, 1, d, N);
+	feed_all(c, &b);
+	/* key 0 exists: three slabs reserved, three READs */
+	assert_int_equal(cn_session_ops.rdma_next(c->s, ops, N), N - 1);
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, N - 1);
+	conn_close(&c, -EREMOTEIO);
+	assert_int_equal(f->sstats[0].store_discarded - disc0, N - 1);
+	assert_int_equal(f->sstats[0].rdma_aborted, 1);
+	assert_int_equal(f->sstats[0].store_ok, 1); /* only the inline store */
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(info.chunks, 1);
+	assert_int_equal(lookup_prefix(other, keys, 1), 1);
+	assert_int_equal(lookup_prefix(other, keys + 1, N - 1), 0);
+	for (unsigned i = 1; i < N; i++)
+		assert_int_equal(lookup_prefix(other, &keys[i], 1), 0);
+	/* the old copy of key 0 is untouched */
+	{
+		struct bytes g = {0};
+		struct cn_proto_hdr h;
+		const uint8_t *p;
+
+		put_keys(&g, CN_OP_RETRIEVE, 0, 3, &keys[0], 1);
+		feed_all(other, &g);
+		p = expect_reply(other, CN_OP_RETRIEVE, 3, CN_OK, &h);
+		assert_int_equal(cn_get_le32(p + 12), sizeof(old));
+		assert_memory_equal(p + 16, old, sizeof(old));
+		free(g.p);
+	}
+	conn_close(&other, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/* The connection ends with WRITEs outstanding: every pinned chunk is unpinned. */
+static void rdma_close_mid_retrieve_unpins(void **state)
+{
+	enum { N = 3 };
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct desc d[N];
+	struct cn_rdma_op ops[N];
+	struct bytes b = {0};
+	struct cn_l1_info info;
+	uint8_t data[2000];
+
+	memset(data, 'r', sizeof(data));
+	for (unsigned i = 0; i < N; i++) {
+		struct region *r = remote(f, sizeof(data));
+
+		d[i] = (struct desc){key_of(60 + i), sizeof(data), r->rkey, r->base};
+		assert_int_equal(store_inline(c, &d[i].key, data, sizeof(data)), CN_OK);
+	}
+	put_rdma_req(&b, CN_OP_RETRIEVE, 1, d, N);
+	feed_all(c, &b);
+	assert_int_equal(cn_session_ops.rdma_next(c->s, ops, 1), 1);
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, N);
+	assert_false(cn_session_ops.idle(c->s));
+	conn_close(&c, -ECONNRESET);
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, 0);
+	assert_int_equal(info.chunks, N); /* a RETRIEVE cut short loses nothing */
+	assert_int_equal(f->sstats[0].rdma_aborted, 1);
+	assert_int_equal(f->sstats[0].store_discarded, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * RETRIEVE-RDMA: a chunk larger than its cap is CN_E_TOOBIG with its length
+ * and nothing is written into the buffer; a missing key is CN_E_NOENT; an
+ * exact fit and a repeated key are served. A batch with nothing to write is
+ * answered at once.
+ */
+static void rdma_retrieve_cap_and_missing(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct cn_key ka = key_of(80), kb = key_of(81), kc = key_of(82);
+	uint8_t a[1000], bb[5000];
+	struct region *ra = remote(f, 1000), *rb = remote(f, 4999), *rc = remote(f, 100),
+		      *ra2 = remote(f, 2000);
+	struct desc d[4] = {
+		{ka, 1000, ra->rkey, ra->base},	  /* exact fit */
+		{kb, 4999, rb->rkey, rb->base},	  /* one byte short */
+		{kc, 100, rc->rkey, rc->base},	  /* not stored */
+		{ka, 2000, ra2->rkey, ra2->base}, /* the same key again, roomier */
+	};
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_rdma_op op;
+	const uint8_t *p;
+	static const int32_t want_st[4] = {CN_OK, CN_E_TOOBIG, CN_E_NOENT, CN_OK};
+	static const uint32_t want_len[4] = {1000, 5000, 0, 1000};
+
+	pattern(a, sizeof(a), 1);
+	pattern(bb, sizeof(bb), 2);
+	assert_int_equal(store_inline(c, &ka, a, sizeof(a)), CN_OK);
+	assert_int_equal(store_inline(c, &kb, bb, sizeof(bb)), CN_OK);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 7, d, 4);
+	feed_all(c, &b);
+	assert_true(no_reply(c));
+	assert_int_equal(run_rdma(c, false, 1, 100), 2); /* only the two that fit */
+	p = expect_reply(c, CN_OP_RETRIEVE, 7, CN_OK, &h);
+	assert_int_equal(h.payload_len, 8 + 8 * 4);
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 8 * i), want_st[i]);
+		assert_int_equal(cn_get_le32(p + 12 + 8 * i), want_len[i]);
+	}
+	assert_memory_equal(ra->base, a, 1000);
+	assert_true(all_guard(ra->base + 1000, GUARD_LEN));
+	assert_memory_equal(ra2->base, a, 1000);
+	assert_true(all_guard(ra2->base + 1000, 1000 + GUARD_LEN));
+	assert_true(all_guard(rb->base, 4999 + GUARD_LEN));
+	assert_true(all_guard(rc->base, 100 + GUARD_LEN));
+	assert_int_equal(f->sstats[0].retrieve_keys, 4);
+	assert_int_equal(f->sstats[0].retrieve_hits, 2);
+	assert_int_equal(f->sstats[0].retrieve_bytes, 2000);
+
+	/* nothing to write: answered at once, no operation, session reading */
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 8, &d[1], 2);
+	feed_all(c, &b);
+	assert_int_equal(cn_session_ops.rdma_next(c->s, &op, 1), 0);
+	p = expect_reply(c, CN_OP_RETRIEVE, 8, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_E_TOOBIG);
+	assert_int_equal((int32_t)cn_get_le32(p + 16), CN_E_NOENT);
+	assert_false(cn_session_ops.rx_paused(c->s));
+	assert_true(cn_session_ops.idle(c->s));
+	assert_true(all_guard(rb->base, 4999 + GUARD_LEN));
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * Requests that arrived in the same read as an RDMA request wait for it:
+ * nothing behind it is answered (or even parsed) before its last operation
+ * completes, and the replies come out in request order.
+ */
+static void rdma_pipelined_requests_wait_in_order(void **state)
+{
+	enum { N = 2 };
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct desc sd[N], rd[N];
+	struct cn_key keys[N];
+	struct region *src[N], *dst[N];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+
+	for (unsigned i = 0; i < N; i++) {
+		keys[i] = key_of(100 + i);
+		src[i] = remote(f, 10000);
+		dst[i] = remote(f, 10000);
+		pattern(src[i]->base, 10000, 100 + i);
+		sd[i] = (struct desc){keys[i], 10000, src[i]->rkey, src[i]->base};
+		rd[i] = (struct desc){keys[i], 10000, dst[i]->rkey, dst[i]->base};
+	}
+	put_ping(&b, 1, "one");
+	put_rdma_req(&b, CN_OP_STORE, 2, sd, N);
+	put_ping(&b, 3, "three");
+	put_rdma_req(&b, CN_OP_RETRIEVE, 4, rd, N);
+	put_keys(&b, CN_OP_LOOKUP, 0, 5, keys, N);
+	feed_all(c, &b); /* one read, as a socket would deliver it */
+
+	expect_pong(c, 1, "one");
+	assert_true(no_reply(c));
+	assert_true(cn_session_ops.rx_paused(c->s));
+	/* the STORE's READs only: the RETRIEVE behind it is not parsed yet */
+	assert_int_equal(run_rdma(c, true, 1, N), N);
+	p = expect_reply(c, CN_OP_STORE, 2, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_OK);
+	expect_pong(c, 3, "three");
+	/* now the RETRIEVE waits for its WRITEs, and the LOOKUP behind it */
+	assert_true(no_reply(c));
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(run_rdma(c, false, 2, 100), N);
+	p = expect_reply(c, CN_OP_RETRIEVE, 4, CN_OK, &h);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 8 * i), CN_OK);
+		assert_memory_equal(dst[i]->base, src[i]->base, 10000);
+	}
+	p = expect_reply(c, CN_OP_LOOKUP, 5, CN_OK, &h);
+	assert_int_equal(cn_get_le32(p + 4), N);
+	assert_true(no_reply(c));
+	assert_false(cn_session_ops.rx_paused(c->s));
+	assert_true(cn_session_ops.idle(c->s));
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/* The next reply is a request-level @status (connection kept) whose message contains @what. */
+static void expect_refused(struct conn *c, uint8_t op, uint64_t id, int32_t status,
+			   const char *what)
+{
+	struct cn_proto_hdr h;
+	const uint8_t *p = expect_reply(c, op, id, status, &h);
+
+	assert_false(h.flags & CN_F_CLOSE);
+	assert_non_null(memmem(p, h.payload_len, what, strlen(what)));
+}
+
+/*
+ * CN_F_RDMA on a session whose transport runs no RDMA is refused per
+ * request (payload skipped, nothing reserved) and the session keeps serving.
+ */
+static void rdma_flag_refused_without_rdma(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, 0);
+	struct region *r = remote(f, 4000);
+	struct desc d = {key_of(120), 4000, r->rkey, r->base};
+	struct bytes b = {0};
+	struct cn_rdma_op op;
+	struct cn_l1_info info;
+	uint8_t data[4000];
+
+	put_rdma_req(&b, CN_OP_STORE, 1, &d, 1);
+	put_ping(&b, 2, "still");
+	put_rdma_req(&b, CN_OP_RETRIEVE, 3, &d, 1);
+	put_ping(&b, 4, "here");
+	feed_all(c, &b);
+	expect_refused(c, CN_OP_STORE, 1, CN_E_INVAL, "without RDMA");
+	expect_pong(c, 2, "still");
+	expect_refused(c, CN_OP_RETRIEVE, 3, CN_E_INVAL, "without RDMA");
+	expect_pong(c, 4, "here");
+	assert_int_equal(cn_session_ops.rdma_next(c->s, &op, 1), 0);
+	assert_int_equal(f->sstats[0].req_errors, 2);
+	assert_int_equal(f->sstats[0].store_reqs, 0);
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(lookup_prefix(c, &d.key, 1), 0);
+	/* a stored key is not written to the buffer either */
+	memset(data, 'x', sizeof(data));
+	assert_int_equal(store_inline(c, &d.key, data, sizeof(data)), CN_OK);
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 5, &d, 1);
+	feed_all(c, &b);
+	expect_refused(c, CN_OP_RETRIEVE, 5, CN_E_INVAL, "without RDMA");
+	assert_true(all_guard(r->base, 4000 + GUARD_LEN));
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, 0);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/* The same over the real loopback transport (which opens sessions without RDMA). */
+static void rdma_flag_refused_over_loopback(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct cn_server_cfg scfg = {.listen = "loop", .nworkers = 1, .sess = &cn_session_ops,
+				     .sess_arg = &f->ctx, .stats = f->tstats};
+	struct cn_connect_cfg cc;
+	struct cn_tconn *tc;
+	struct region *r = remote(f, 100);
+	struct desc d = {key_of(130), 100, r->rkey, r->base};
+	struct bytes b = {0};
+	struct iovec iov;
+	uint8_t hb[CN_PROTO_HDR_LEN], reply[CN_PROTO_MAX_ERRMSG];
+	struct cn_proto_hdr h;
+
+	assert_int_equal(cn_loopback_ops.server_create(&scfg, &f->srv), 0);
+	cc = (struct cn_connect_cfg){.server = f->srv};
+	assert_int_equal(cn_loopback_ops.connect(&cc, &tc), 0);
+	put_rdma_req(&b, CN_OP_STORE, 1, &d, 1);
+	put_ping(&b, 2, "ok");
+	iov = (struct iovec){b.p, b.len};
+	assert_int_equal(cn_loopback_ops.sendv(tc, &iov, 1, 0), 0);
+	assert_int_equal(cn_loopback_ops.recv(tc, hb, sizeof(hb)), 0);
+	assert_int_equal(cn_proto_hdr_decode(hb, &h), CN_OK);
+	assert_int_equal(h.opcode, CN_OP_STORE);
+	assert_int_equal(h.req_id, 1);
+	assert_int_equal(h.status, CN_E_INVAL);
+	assert_false(h.flags & CN_F_CLOSE);
+	assert_true(h.payload_len <= sizeof(reply));
+	assert_int_equal(cn_loopback_ops.recv(tc, reply, h.payload_len), 0);
+	assert_non_null(memmem(reply, h.payload_len, "without RDMA", 12));
+	assert_int_equal(cn_loopback_ops.recv(tc, hb, sizeof(hb)), 0);
+	assert_int_equal(cn_proto_hdr_decode(hb, &h), CN_OK);
+	assert_int_equal(h.opcode, CN_OP_PING);
+	assert_int_equal(h.req_id, 2);
+	assert_int_equal(h.payload_len, 2);
+	assert_int_equal(cn_loopback_ops.recv(tc, reply, 2), 0);
+	assert_memory_equal(reply, "ok", 2);
+	cn_loopback_ops.close(&tc);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * On an RDMA session, CN_F_RDMA on any other opcode is a request-level
+ * CN_E_INVAL (payload skipped); other unknown flag bits stay ignored.
+ */
+static void rdma_flag_on_other_opcodes(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct cn_key k = key_of(140);
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+
+	put_keys(&b, CN_OP_LOOKUP, CN_F_RDMA, 1, &k, 1);
+	put_keys(&b, CN_OP_DELETE, CN_F_RDMA, 2, &k, 1);
+	put_hdr(&b, CN_OP_PING, CN_F_RDMA, 3, 4);
+	put(&b, "ping", 4);
+	put_hdr(&b, CN_OP_PING, 0x8000, 4, 2); /* an unassigned bit: ignored */
+	put(&b, "hi", 2);
+	feed_all(c, &b);
+	expect_refused(c, CN_OP_LOOKUP, 1, CN_E_INVAL, "CN_F_RDMA");
+	expect_refused(c, CN_OP_DELETE, 2, CN_E_INVAL, "CN_F_RDMA");
+	expect_refused(c, CN_OP_PING, 3, CN_E_INVAL, "CN_F_RDMA");
+	expect_pong(c, 4, "hi");
+	p = NULL;
+	assert_false(next_reply(c, &h, &p));
+	assert_int_equal(f->sstats[0].req_errors, 3);
+	assert_int_equal(f->sstats[0].delete_reqs, 0);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * Malformed RDMA batches are request-level errors: nothing is reserved, no
+ * RDMA operation is handed out, the session serves the next request.
+ */
+static void rdma_malformed_batches(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct region *r = remote(f, 1u << 20);
+	struct desc d[3] = {
+		{key_of(150), 100, r->rkey, r->base},
+		{key_of(151), 100, r->rkey, r->base + 100},
+		{key_of(150), 100, r->rkey, r->base + 200},
+	};
+	struct bytes b = {0};
+	struct cn_rdma_op op;
+	struct cn_l1_info info;
+	uint64_t id = 1;
+	unsigned errors = 0;
+
+	struct {
+		uint8_t op;
+		uint32_t count;	    /* the batch header's n */
+		uint32_t ndesc;	    /* descriptors actually sent */
+		uint32_t extra;	    /* junk bytes after them */
+		uint32_t len0;	    /* length / cap of descriptor 0 */
+		int32_t status;
+		const char *what;
+	} cases[] = {
+		{CN_OP_STORE, 0, 0, 0, 100, CN_E_INVAL, "chunk count is 0"},
+		/* n = 1 in a frame of 2 descriptors: longer than its descriptors */
+		{CN_OP_STORE, 1, 2, 0, 100, CN_E_INVAL, "RDMA descriptors"},
+		/* n = 3 in a frame of 2 descriptors: shorter */
+		{CN_OP_STORE, 3, 2, 0, 100, CN_E_INVAL, "larger than the frame"},
+		/* a 40-byte inline payload after the descriptor */
+		{CN_OP_STORE, 1, 1, 40, 100, CN_E_INVAL, "RDMA descriptors"},
+		{CN_OP_STORE, 1, 1, 0, 0, CN_E_INVAL, "zero-length"},
+		{CN_OP_STORE, 1, 1, 0, (64u << 10) + 1, CN_E_TOOBIG, "max chunk"},
+		{CN_OP_STORE, 3, 3, 0, 100, CN_E_DUP, "duplicate"},
+		{CN_OP_STORE, CN_PROTO_MAX_KEYS + 1, 1, 0, 100, CN_E_TOOBIG, "max keys"},
+		{CN_OP_RETRIEVE, 0, 0, 0, 100, CN_E_INVAL, "descriptor count"},
+		{CN_OP_RETRIEVE, 2, 1, 0, 100, CN_E_INVAL, "descriptor count"},
+		{CN_OP_RETRIEVE, 1, 1, 8, 100, CN_E_INVAL, "descriptor count"},
+	};
+
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct desc dd[3];
+		char pong[16];
+
+		memcpy(dd, d, sizeof(dd));
+		dd[0].len = cases[i].len0;
+		bytes_reset(&b);
+		put_rdma_req(&b, cases[i].op, id, dd, cases[i].ndesc);
+		cn_put_le32(b.p + CN_PROTO_HDR_LEN, cases[i].count);
+		if (cases[i].extra) { /* bytes after the descriptors, counted in payload_len */
+			struct cn_proto_hdr h;
+			uint8_t junk[64] = {0};
+
+			put(&b, junk, cases[i].extra);
+			assert_int_equal(cn_proto_hdr_decode(b.p, &h), CN_OK);
+			h.payload_len += cases[i].extra;
+			cn_proto_hdr_encode(&h, b.p);
+		}
+		snprintf(pong, sizeof(pong), "p%u", i);
+		put_ping(&b, id + 1, pong);
+		feed_all(c, &b);
+		assert_int_equal(cn_session_ops.rdma_next(c->s, &op, 1), 0);
+		expect_refused(c, cases[i].op, id, cases[i].status, cases[i].what);
+		expect_pong(c, id + 1, pong);
+		errors++;
+		id += 2;
+	}
+	assert_int_equal(f->sstats[0].req_errors, errors);
+	assert_int_equal(f->sstats[0].store_reqs, 0);
+	assert_int_equal(f->sstats[0].retrieve_reqs, 0);
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(info.chunks, 0);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(rdma_store_retrieve_round_trip),
+		cmocka_unit_test(rdma_store_invisible_until_done),
+		cmocka_unit_test(rdma_close_mid_store_discards),
+		cmocka_unit_test(rdma_close_mid_retrieve_unpins),
+		cmocka_unit_test(rdma_retrieve_cap_and_missing),
+		cmocka_unit_test(rdma_pipelined_requests_wait_in_order),
+		cmocka_unit_test(rdma_flag_refused_without_rdma),
+		cmocka_unit_test(rdma_flag_refused_over_loopback),
+		cmocka_unit_test(rdma_flag_on_other_opcodes),
+		cmocka_unit_test(rdma_malformed_batches),
+	};
+
+	if (cn_test_eal_init("test_session_rdma") < 0)
+		return 1;
+	return cmocka_run_group_tests_name("session_rdma", tests, NULL, NULL);
+}
