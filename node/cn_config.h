@@ -21,7 +21,9 @@
 	X(node_id, "ID", "", "node name (default: <hostname>-<port>)")                         \
 	X(workers, "N", "1", "data-path worker lcores")                                        \
 	X(eviction, "POLICY", "lru", "eviction policy (lru)")                                  \
-	X(transport, "NAME", "auto", "client transport: auto or tcp (verbs comes with RDMA)")  \
+	X(transport, "NAME", "auto",                                                           \
+	  "client transport: auto (verbs if an RDMA device is usable, else tcp), tcp or verbs")  \
+	X(rdma_dev, "NAME", "", "RDMA device for verbs, e.g. mlx5_0 or rxe0 (default: any)")  \
 	X(shutdown_grace, "MS", "5000", "on SIGTERM, how long in-flight requests may finish")   \
 	X(request_timeout, "MS", "30000", "cut a connection stuck mid-request this long")       \
 	X(log_level, "LEVEL", "notice", "error, warning, notice, info or debug")                \
@@ -39,7 +41,8 @@ struct cn_config {
 	char node_id[65];
 	unsigned workers;
 	char eviction[16];
-	char transport[16];
+	char transport[16]; /* "auto", "tcp" or "verbs" (checked at parse time) */
+	char rdma_dev[64];  /* "" = any device (the one the listen address is on) */
 	unsigned shutdown_grace;
 	unsigned request_timeout;
 	int log_level; /* RTE_LOG_ERR .. RTE_LOG_DEBUG */

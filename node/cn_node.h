@@ -28,11 +28,14 @@ struct cn_node {
 	struct cn_config cfg;
 	struct cn_engine *engine;
 	struct cn_tel *tel;
-	const struct cn_transport_ops *tops;
+	const struct cn_transport_ops *tops;	 /* what cn_transport_pick() chose */
+	const char *transport_chosen_by;	 /* "auto" or "option" (--transport tcp|verbs) */
+	char transport_fallback[256];		 /* why auto chose tcp; "" otherwise */
 	struct cn_server *server;
 	struct cn_session_ctx sctx;
 	struct cn_session_stats *sess_stats;	 /* cfg.workers structs */
 	struct cn_transport_stats *tport_stats; /* cfg.workers structs */
+	struct cn_verbs_stats *verbs_stats;	 /* cfg.workers structs; all zero under tcp */
 	unsigned ncores;			 /* workers + 1 (control plane slot) */
 	struct timespec started;		 /* CLOCK_MONOTONIC */
 	time_t started_wall;
@@ -46,10 +49,10 @@ double cn_node_uptime(const struct cn_node *nd);
 /*
  * cn_node_status - the status tree (node/status.c): {"is_healthy", "reason",
  * "node": {...}, "components": {"engine": {"is_healthy", ..., "components":
- * {"l1": {...}}}, "transport": {...}, "telemetry": {...}}}. Every component
- * reports is_healthy and its figures; an unhealthy child makes its parent
- * unhealthy and the top-level "reason" names the first unhealthy leaf and
- * why. Returns a new reference (json_decref()), or NULL on allocation failure.
+ * {"l1": {...}}}, "transport": {..., "verbs": {...}}, "telemetry": {...}}}.
+ * Every component reports is_healthy and its figures; an unhealthy child
+ * makes its parent unhealthy and the top-level "reason" names the first
+ * unhealthy leaf and why. Returns a new reference (json_decref()), or NULL on allocation failure.
  */
 json_t *cn_node_status(struct cn_node *nd);
 
@@ -64,6 +67,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len);
 #define CN_PROM_L1	  "cachenode_l1"
 #define CN_PROM_REQUESTS  "cachenode_requests"
 #define CN_PROM_TRANSPORT "cachenode_transport"
+#define CN_PROM_VERBS	  "cachenode_verbs"
 #define CN_PROM_TELEMETRY "cachenode_telemetry"
 
 /*

@@ -143,6 +143,15 @@ static bool valid_node_id(const char *id)
 	return true;
 }
 
+/* An RDMA device name as libibverbs lists it ("mlx5_0", "rxe0"); "" = any. */
+static bool valid_dev_name(const char *v)
+{
+	for (; *v; v++)
+		if (!isalnum((unsigned char)*v) && *v != '-' && *v != '_' && *v != '.')
+			return false;
+	return true;
+}
+
 /* A HOST:PORT option value (the host is resolved when it is used). */
 static int set_hostport(const char *v, char *dst, size_t len, const char *dn, char *err,
 			size_t errlen)
@@ -197,11 +206,18 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 		strcpy(cfg->eviction, v);
 		return 0;
 	case OPT_transport:
-		if (strcmp(v, "auto") != 0 && strcmp(v, "tcp") != 0)
-			return fail(err, errlen,
-				    "--%s '%s': known transports: auto, tcp (this build has no verbs)",
-				    dn, v);
+		/* whether verbs is usable is main()'s question (cn_transport_pick) */
+		if (strcmp(v, "auto") != 0 && strcmp(v, "tcp") != 0 && strcmp(v, "verbs") != 0)
+			return fail(err, errlen, "--%s '%s': expected auto, tcp or verbs", dn, v);
 		strcpy(cfg->transport, v);
+		return 0;
+	case OPT_rdma_dev:
+		if (!valid_dev_name(v) || copy_str(v, cfg->rdma_dev, sizeof(cfg->rdma_dev)))
+			return fail(err, errlen,
+				    "--%s '%s': expected a device name (1-63 characters of "
+				    "[A-Za-z0-9._-], as `ibv_devices` lists them), or empty for "
+				    "any",
+				    dn, v);
 		return 0;
 	case OPT_request_timeout:
 		if (parse_uint(v, 100, 3600000, &u) < 0)

@@ -2,8 +2,9 @@
 /*
  * cachenode: the daemon.
  *
- * main() reads as the architecture: options -> EAL (owns cores and memory)
- * -> engine (tiers) -> session context -> transport server -> one data-path
+ * main() reads as the architecture: options and the transport choice -> EAL
+ * (owns cores and memory) -> engine (tiers) -> session context -> transport
+ * server (under verbs, with the L1 pool as its RDMA region) -> one data-path
  * worker per worker lcore -> the main lcore waits on signals as the control
  * plane -> orderly teardown in reverse order.
  */
@@ -216,12 +217,68 @@ static void list_metrics(void)
 		   "`node`, `core`", cn_session_metric_desc, cn_session_metric_count);
 	list_table("Transport (per worker)", "components.transport.counters", CN_PROM_TRANSPORT,
 		   "`node`, `core`", cn_transport_metric_desc, cn_transport_metric_count);
+	list_table("RDMA verbs (per worker; zero under tcp)", "components.transport.verbs",
+		   CN_PROM_VERBS, "`node`, `core`", cn_verbs_metric_desc, cn_verbs_metric_count);
 	list_table("Telemetry (per core)", "components.telemetry.cores[]", CN_PROM_TELEMETRY,
 		   "`node`, `core`", cn_tel_core_metric_desc, cn_tel_core_metric_count);
 	list_table("Telemetry drain", "components.telemetry.counters", CN_PROM_TELEMETRY,
 		   "`node`", cn_tel_drain_metric_desc, cn_tel_drain_metric_count);
 	printf("### DPDK telemetry commands\n\n");
 	cn_node_telemetry_list(stdout);
+}
+
+/* ---- transport ---- */
+
+/* The --rdma-dev value, or NULL for "any device". */
+static const char *rdma_dev(const struct cn_config *cfg)
+{
+	return cfg->rdma_dev[0] ? cfg->rdma_dev : NULL;
+}
+
+/*
+ * Resolve --transport (auto|tcp|verbs) to an ops table: nd->tops, with
+ * nd->transport_chosen_by and, when auto fell back to tcp, the reason in
+ * nd->transport_fallback. Runs before EAL (it only asks libibverbs), so an
+ * unusable "verbs" is an option error like any other: a one-line message
+ * naming the device and the reason on stderr, and -ENODEV (exit 2).
+ */
+static int pick_transport(struct cn_node *nd)
+{
+	const struct cn_config *cfg = &nd->cfg;
+	const char *dev = rdma_dev(cfg);
+	bool is_auto = strcmp(cfg->transport, "auto") == 0;
+	char why[sizeof(nd->transport_fallback)];
+
+	nd->tops = cn_transport_pick(cfg->transport, dev, why, sizeof(why));
+	if (nd->tops == NULL) {
+		fprintf(stderr, "cachenode: --transport %s%s%s: %s\n", cfg->transport,
+			dev ? " --rdma-dev " : "", dev ? dev : "", why);
+		return -ENODEV;
+	}
+	nd->transport_chosen_by = is_auto ? "auto" : "option";
+	nd->transport_fallback[0] = '\0';
+	if (is_auto && strcmp(nd->tops->name, "tcp") == 0)
+		snprintf(nd->transport_fallback, sizeof(nd->transport_fallback), "%s",
+			 why[0] ? why : "no usable RDMA device");
+	return 0;
+}
+
+/* "transport verbs on rxe0 (--transport verbs)", "transport tcp (auto: <why>)" ... */
+static void log_transport(const struct cn_node *nd)
+{
+	const char *dev = rdma_dev(&nd->cfg);
+	bool is_auto = strcmp(nd->transport_chosen_by, "auto") == 0;
+
+	if (strcmp(nd->tops->name, "verbs") == 0)
+		LOG(NOTICE, "transport verbs on %s (%s)",
+		    dev ? dev : "the RDMA device of the listen address",
+		    is_auto ? "auto: an RDMA device is usable" : "--transport verbs");
+	else if (is_auto)
+		LOG(NOTICE, "transport %s (auto: %s)", nd->tops->name, nd->transport_fallback);
+	else
+		LOG(NOTICE, "transport %s (--transport %s)", nd->tops->name, nd->cfg.transport);
+	if (dev != NULL && strcmp(nd->tops->name, "verbs") != 0)
+		LOG(WARNING, "--rdma-dev %s is ignored: the transport is %s", dev, nd->tops->name);
 }
 
 /* ---- workers and control plane ---- */
@@ -274,6 +331,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cachenode: %s\n", err);
 		return 2;
 	}
+	if (pick_transport(&nd) < 0)
+		return 2;
 
 	/* Signals go to the control plane only: block them before EAL starts threads. */
 	sigemptyset(&sigs);
@@ -344,12 +403,14 @@ int main(int argc, char **argv)
 
 	nd.sess_stats = aligned_alloc(CN_CACHE_LINE, sizeof(*nd.sess_stats) * nd.cfg.workers);
 	nd.tport_stats = aligned_alloc(CN_CACHE_LINE, sizeof(*nd.tport_stats) * nd.cfg.workers);
-	if (nd.sess_stats == NULL || nd.tport_stats == NULL) {
+	nd.verbs_stats = aligned_alloc(CN_CACHE_LINE, sizeof(*nd.verbs_stats) * nd.cfg.workers);
+	if (nd.sess_stats == NULL || nd.tport_stats == NULL || nd.verbs_stats == NULL) {
 		LOG(ERR, "out of memory");
 		goto out_engine;
 	}
 	memset(nd.sess_stats, 0, sizeof(*nd.sess_stats) * nd.cfg.workers);
 	memset(nd.tport_stats, 0, sizeof(*nd.tport_stats) * nd.cfg.workers);
+	memset(nd.verbs_stats, 0, sizeof(*nd.verbs_stats) * nd.cfg.workers);
 	nd.sctx = (struct cn_session_ctx){
 		.engine = nd.engine,
 		.node_id = nd.cfg.node_id,
@@ -360,8 +421,11 @@ int main(int argc, char **argv)
 		.status_arg = &nd,
 	};
 
-	/* "auto" picks verbs when a device is usable; this build has tcp only. */
-	nd.tops = cn_transport_find("tcp");
+	/*
+	 * The transport was picked before EAL (pick_transport). Under verbs the
+	 * server registers the L1 pool, and only it, for RDMA; the listen
+	 * address means the same (rdma_cm binds HOST:PORT).
+	 */
 	struct cn_server_cfg scfg = {
 		.listen = nd.cfg.listen,
 		.nworkers = nd.cfg.workers,
@@ -369,10 +433,26 @@ int main(int argc, char **argv)
 		.sess_arg = &nd.sctx,
 		.stats = nd.tport_stats,
 		.request_timeout_ms = nd.cfg.request_timeout,
+		.rdma_dev = rdma_dev(&nd.cfg),
+		.verbs_stats = nd.verbs_stats,
 	};
+	cn_l1_region(cn_engine_l1(nd.engine), &scfg.rdma_region, &scfg.rdma_region_len);
+	log_transport(&nd);
 	r = nd.tops->server_create(&scfg, &nd.server);
+	if (r < 0 && strcmp(nd.transport_chosen_by, "auto") == 0 &&
+	    strcmp(nd.tops->name, "tcp") != 0) {
+		/* auto found a device, but verbs cannot serve this address: tcp can */
+		snprintf(nd.transport_fallback, sizeof(nd.transport_fallback),
+			 "%s cannot listen on %s: %s", nd.tops->name, nd.cfg.listen, strerror(-r));
+		nd.tops = cn_transport_find("tcp");
+		log_transport(&nd);
+		r = nd.tops->server_create(&scfg, &nd.server);
+	}
 	if (r < 0) {
-		LOG(ERR, "cannot listen on %s: %s", nd.cfg.listen, strerror(-r));
+		bool on_dev = scfg.rdma_dev != NULL && strcmp(nd.tops->name, "tcp") != 0;
+
+		LOG(ERR, "cannot listen on %s (%s%s%s): %s", nd.cfg.listen, nd.tops->name,
+		    on_dev ? " on " : "", on_dev ? scfg.rdma_dev : "", strerror(-r));
 		goto out_engine;
 	}
 
@@ -409,8 +489,14 @@ int main(int argc, char **argv)
 	LOG(NOTICE, "node %s serving on %s (%s, %u worker%s, L1 %s, max chunk %" PRIu64 ")",
 	    nd.cfg.node_id, nd.tops->server_addr(nd.server), nd.tops->name, nd.cfg.workers,
 	    nd.cfg.workers == 1 ? "" : "s", l1h, nd.cfg.max_chunk);
-	LOG(NOTICE, "query it: cachenode-cli --node %s stat | ping | put KEY FILE | get KEY FILE",
-	    nd.tops->server_addr(nd.server));
+	if (strcmp(nd.tops->name, "tcp") == 0)
+		LOG(NOTICE,
+		    "query it: cachenode-cli --node %s stat | ping | put KEY FILE | get KEY FILE",
+		    nd.tops->server_addr(nd.server));
+	else
+		LOG(NOTICE, "clients reach it over RDMA only: rdma_cm to %s, libcachenode with "
+			    "transport \"%s\"; status over HTTP or DPDK telemetry below",
+		    nd.tops->server_addr(nd.server), nd.tops->name);
 	LOG(NOTICE, "DPDK telemetry: dpdk-telemetry.py -f %s (try /cachenode/stats)",
 	    nd.cfg.file_prefix);
 	if (nd.http)
@@ -448,6 +534,7 @@ out_engine:
 	cn_engine_destroy(&nd.engine);
 	free(nd.sess_stats);
 	free(nd.tport_stats);
+	free(nd.verbs_stats);
 out_tel:
 	cn_tel_destroy(&nd.tel);
 out_eal:

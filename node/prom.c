@@ -10,6 +10,7 @@
  *   CN_L1_METRICS         cachenode_l1_<name>                      node, core
  *   CN_SESSION_METRICS    cachenode_requests_<name>                node, core
  *   CN_TRANSPORT_METRICS  cachenode_transport_<name>               node, core
+ *   CN_VERBS_METRICS      cachenode_verbs_<name>                   node, core (0 under tcp)
  *   CN_TEL_CORE_METRICS   cachenode_telemetry_<name>               node, core
  *   CN_TEL_DRAIN_METRICS  cachenode_telemetry_<name>               node
  *
@@ -22,8 +23,9 @@
  * Besides the tables: the L1 levels (cachenode_l1_<level>_bytes, counts
  * plain), per-op latency histograms (cachenode_op_latency_seconds{op}),
  * telemetry ring depth per core, cachenode_up, cachenode_uptime_seconds,
- * cachenode_info, cachenode_healthy and cachenode_component_healthy from the
- * status tree. Every series carries node="<node_id>".
+ * cachenode_info, cachenode_transport_info (like cachenode_l1_info: the
+ * configuration as labels), cachenode_healthy and cachenode_component_healthy
+ * from the status tree. Every series carries node="<node_id>".
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -241,6 +243,20 @@ static void l1_levels_out(struct pbuf *b, struct cn_l1 *l1)
 	pb_printf(b, "\",hugepages=\"%s\"} 1\n", in.hugepages ? "true" : "false");
 }
 
+/* The transport choice as labels, like cachenode_l1_info. */
+static void transport_info_out(struct pbuf *b, const struct cn_node *nd)
+{
+	family(b, "cachenode_transport_info", "gauge",
+	       "transport in use and how it was chosen (labels); always 1");
+	pb_printf(b, "cachenode_transport_info{%s,transport=\"", b->node);
+	pb_escaped(b, nd->tops->name, false);
+	pb_printf(b, "\",chosen_by=\"");
+	pb_escaped(b, nd->transport_chosen_by ? nd->transport_chosen_by : "option", false);
+	pb_printf(b, "\",rdma_dev=\"");
+	pb_escaped(b, strcmp(nd->tops->name, "verbs") == 0 ? nd->cfg.rdma_dev : "", false);
+	pb_printf(b, "\"} 1\n");
+}
+
 /* Histogram bucket bounds (upper, inclusive), ns: 1-2-5 steps from 1 us to 10 s. */
 static const uint64_t lat_bounds_ns[] = {
 	1000, 2000, 5000,				/* us */
@@ -375,6 +391,9 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 	table_percore(&b, CN_PROM_TRANSPORT, cn_transport_metric_desc,
 		      cn_transport_metric_count, nd->tport_stats, sizeof(*nd->tport_stats),
 		      nd->cfg.workers);
+	transport_info_out(&b, nd);
+	table_percore(&b, CN_PROM_VERBS, cn_verbs_metric_desc, cn_verbs_metric_count,
+		      nd->verbs_stats, sizeof(*nd->verbs_stats), nd->cfg.workers);
 	if (nd->tel)
 		telemetry_out(&b, nd->tel);
 

@@ -11,7 +11,9 @@
  *      "engine": {is_healthy, reason, "requests": {CN_SESSION_METRICS},
  *                 "components": {"l1": {is_healthy, reason, <levels>,
  *                                       "counters": {CN_L1_METRICS}}}},
- *      "transport": {is_healthy, reason, name, listen, "counters": {CN_TRANSPORT_METRICS}},
+ *      "transport": {is_healthy, reason, name, chosen_by, fallback_reason, [rdma_dev,]
+ *                    listen, "counters": {CN_TRANSPORT_METRICS},
+ *                    "verbs": {CN_VERBS_METRICS}},
  *      "telemetry": {is_healthy, reason, enabled, ring_size,
  *                    "counters": {CN_TEL_DRAIN_METRICS, CN_TEL_CORE_METRICS},
  *                    "cores": [{core, CN_TEL_CORE_METRICS, ring_depth}],
@@ -34,6 +36,9 @@
  *                                               are late
  *   engine      any child unhealthy             the child's reason, prefixed "l1: "
  *   (root)      any component unhealthy         the first one's path: "engine.l1: ..."
+ *
+ * RDMA errors (transport.verbs.err_*, qp_errors) are counted, never a health
+ * rule: a broken queue pair ends one connection, and the node keeps serving.
  *
  * Telemetry drops are reported (counters.drops, cores[].drops) but never
  * make the node unhealthy: a small ring under a burst is allowed to drop,
@@ -58,6 +63,7 @@
 
 #define N_SESS	(0 CN_SESSION_METRICS(CN_METRIC_COUNT))
 #define N_TPORT (0 CN_TRANSPORT_METRICS(CN_METRIC_COUNT))
+#define N_VERBS (0 CN_VERBS_METRICS(CN_METRIC_COUNT))
 #define N_TCORE (0 CN_TEL_CORE_METRICS(CN_METRIC_COUNT))
 
 /* The health of one component while its tree is built. */
@@ -233,16 +239,25 @@ static json_t *engine_json(struct tree *t, const struct cn_node *nd, struct heal
 
 static json_t *transport_json(struct tree *t, const struct cn_node *nd, struct health *h)
 {
-	uint64_t tport[N_TPORT];
+	uint64_t tport[N_TPORT], verbs[N_VERBS];
 	json_t *o = component(t);
 
 	if (atomic_load(&nd->worker_failed))
 		fail(h, "a worker's event loop failed (see the log); the node is stopping");
 	cn_metrics_sum(nd->tport_stats, sizeof(*nd->tport_stats), nd->cfg.workers, N_TPORT,
 		       tport);
+	cn_metrics_sum(nd->verbs_stats, sizeof(*nd->verbs_stats), nd->cfg.workers, N_VERBS,
+		       verbs);
 	put(t, o, "name", json_string(nd->tops->name));
+	put(t, o, "chosen_by",
+	    json_string(nd->transport_chosen_by ? nd->transport_chosen_by : "option"));
+	/* not "reason": every component's "reason" is its health */
+	put(t, o, "fallback_reason", json_string(nd->transport_fallback));
+	if (strcmp(nd->tops->name, "verbs") == 0) /* "" = the listen address's device */
+		put(t, o, "rdma_dev", json_string(nd->cfg.rdma_dev));
 	put(t, o, "listen", json_string(nd->tops->server_addr(nd->server)));
 	put(t, o, "counters", table_json(t, NULL, cn_transport_metric_desc, N_TPORT, tport));
+	put(t, o, "verbs", table_json(t, NULL, cn_verbs_metric_desc, N_VERBS, verbs));
 	seal(t, o, h);
 	return o;
 }

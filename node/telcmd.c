@@ -65,9 +65,14 @@
 	  "`evictions`, `hits`, `misses`, `high_wm`, `low_wm`, `page_size`, `pages_total`, "       \
 	  "`pages_free`, `nclasses`, `max_chunk` (bytes or counts, u64), `eviction` (string), "    \
 	  "`hugepages` (0/1)")                                                                     \
-	X(transport, "none",                                                                       \
-	  "transport name, listen address and its counters summed over workers",                   \
-	  "dict: `name`, `listen`, and every transport counter (u64, e.g. `bytes_rx`)")            \
+	X(transport, "none, or a worker index (`/cachenode/transport,0`)",                         \
+	  "transport name, how it was chosen, and its counters: summed, or of one worker: "        \
+	  "/cachenode/transport,<worker>",                                                         \
+	  "dict: `name` (`tcp`/`verbs`), `chosen_by` (`auto`/`option`), `fallback_reason` (why "   \
+	  "auto chose tcp, else empty), `rdma_dev` (empty: any), `listen`, `workers`, every "      \
+	  "transport counter (u64, e.g. `bytes_rx`) and every RDMA verbs counter as "              \
+	  "`verbs_<name>` (zero under tcp); summed over workers, or with a param that worker's "   \
+	  "plus `worker`")                                                                         \
 	X(latency, "none, or an op name (`/cachenode/latency,store`)",                             \
 	  "per-op latency: /cachenode/latency,<op> (none: every op and its count)",                \
 	  "with an op: dict `op`, `count`, `min_ns`, `max_ns`, `mean_ns`, `p50_ns`, `p90_ns`, "    \
@@ -98,6 +103,7 @@ CN_TELCMDS(X)
 
 #define N_SESS	   (0 CN_SESSION_METRICS(ROW_COUNT))
 #define N_TPORT	   (0 CN_TRANSPORT_METRICS(ROW_COUNT))
+#define N_VERBS	   (0 CN_VERBS_METRICS(ROW_COUNT))
 #define N_L1	   (0 CN_L1_METRICS(ROW_COUNT))
 #define N_TELCORE  (0 CN_TEL_CORE_METRICS(ROW_COUNT))
 #define N_TELDRAIN (0 CN_TEL_DRAIN_METRICS(ROW_COUNT))
@@ -188,6 +194,11 @@ static const char *listen_addr(const struct cn_node *nd)
 	return nd->cfg.listen;
 }
 
+static const char *transport_name(const struct cn_node *nd)
+{
+	return nd->tops != NULL ? nd->tops->name : nd->cfg.transport;
+}
+
 static bool tel_on(const struct cn_node *nd)
 {
 	return nd->tel != NULL && nd->tel->enabled;
@@ -208,7 +219,7 @@ static int cmd_info(void *ctx, const char *params, struct rte_tel_data *d)
 	add_str(d, "node_id", nd->cfg.node_id);
 	add_str(d, "version", CN_VERSION);
 	add_str(d, "listen", listen_addr(nd));
-	add_str(d, "transport", nd->tops != NULL ? nd->tops->name : nd->cfg.transport);
+	add_str(d, "transport", transport_name(nd));
 	add_str(d, "file_prefix", nd->cfg.file_prefix);
 	add_u64(d, "uptime_s", (uint64_t)cn_node_uptime(nd));
 	add_u64(d, "started_at", (uint64_t)nd->started_wall);
@@ -327,6 +338,7 @@ static int cmd_stats(void *ctx, const char *params, struct rte_tel_data *d)
 struct core_src {
 	const struct cn_session_stats *sess;
 	const struct cn_transport_stats *tport;
+	const struct cn_verbs_stats *verbs;
 	const struct cn_l1_stats *l1;
 	const struct cn_tel_core_stats *tel;
 };
@@ -354,6 +366,8 @@ struct core_src {
 	X(conns_open, tport, conns_open)                                                           \
 	X(bytes_rx, tport, bytes_rx)                                                               \
 	X(bytes_tx, tport, bytes_tx)                                                               \
+	X(verbs_bytes_read, verbs, bytes_read)                                                     \
+	X(verbs_bytes_written, verbs, bytes_written)                                               \
 	X(wakeups, tport, wakeups)                                                                 \
 	X(l1_hits, l1, hits)                                                                       \
 	X(l1_misses, l1, misses)                                                                   \
@@ -379,6 +393,7 @@ static struct core_src core_src(const struct cn_node *nd, unsigned c)
 	if (c < nd->cfg.workers) {
 		s.sess = &nd->sess_stats[c];
 		s.tport = &nd->tport_stats[c];
+		s.verbs = nd->verbs_stats != NULL ? &nd->verbs_stats[c] : NULL;
 	}
 	if (nd->engine != NULL)
 		s.l1 = cn_l1_core_stats(cn_engine_l1(nd->engine), c);
@@ -504,20 +519,51 @@ static int cmd_l1(void *ctx, const char *params, struct rte_tel_data *d)
 
 /* ---- /cachenode/transport ---- */
 
+/* identity strings (127 bytes at most each), "workers"/"worker", both tables */
+#define TRANSPORT_COST                                                                             \
+	(5 * ENTRY_COST(sizeof("fallback_reason") - 1 + RTE_TEL_MAX_STRING_LEN) +                  \
+	 2 * ENTRY_COST(sizeof("workers") - 1) + (0 CN_TRANSPORT_METRICS(ROW_COST)) +             \
+	 (0 CN_VERBS_METRICS(ROW_COST)) + N_VERBS * (sizeof("verbs_") - 1))
+_Static_assert(TRANSPORT_COST <= REPLY_BUDGET, "/cachenode/transport: worst case over 16 KiB");
+_Static_assert(N_TPORT + N_VERBS + 7 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/transport dict");
+
+/*
+ * Summed over the workers, or with a param ("<worker>", plain decimal) that
+ * worker's counters only: the same keys, plus "worker".
+ */
 static int cmd_transport(void *ctx, const char *params, struct rte_tel_data *d)
 {
 	struct cn_node *nd = ctx;
-	uint64_t v[N_TPORT];
+	uint64_t v[N_TPORT], vv[N_VERBS];
+	unsigned long first = 0, count = 0;
+	unsigned w0 = 0, nw;
+	int r;
 
 	if (nd == NULL)
 		return -ENODEV;
-	if (!no_params(params))
-		return -EINVAL;
-	cn_metrics_sum(nd->tport_stats, sizeof(*nd->tport_stats), nd->cfg.workers, N_TPORT, v);
+	nw = nd->cfg.workers;
+	if (!no_params(params)) {
+		/* a page of one: "<worker>" only */
+		if (parse_page(params, &first, &count) < 0 || count != 0 || first >= nw)
+			return -EINVAL;
+		w0 = (unsigned)first;
+		nw = 1;
+	}
+	cn_metrics_sum(&nd->tport_stats[w0], sizeof(*nd->tport_stats), nw, N_TPORT, v);
+	memset(vv, 0, sizeof(vv));
+	if (nd->verbs_stats != NULL)
+		cn_metrics_sum(&nd->verbs_stats[w0], sizeof(*nd->verbs_stats), nw, N_VERBS, vv);
 	rte_tel_data_start_dict(d);
-	add_str(d, "name", nd->tops != NULL ? nd->tops->name : nd->cfg.transport);
+	add_str(d, "name", transport_name(nd));
+	add_str(d, "chosen_by", nd->transport_chosen_by != NULL ? nd->transport_chosen_by : "");
+	add_str(d, "fallback_reason", nd->transport_fallback);
+	add_str(d, "rdma_dev", nd->cfg.rdma_dev);
 	add_str(d, "listen", listen_addr(nd));
-	return add_table(d, "", cn_transport_metric_desc, N_TPORT, v);
+	add_u64(d, "workers", nd->cfg.workers);
+	if (!no_params(params))
+		add_u64(d, "worker", w0);
+	r = add_table(d, "", cn_transport_metric_desc, N_TPORT, v);
+	return r < 0 ? r : add_table(d, "verbs_", cn_verbs_metric_desc, N_VERBS, vv);
 }
 
 /* ---- /cachenode/latency ---- */

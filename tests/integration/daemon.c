@@ -88,7 +88,7 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	const char *bin = getenv("CACHENODE_BIN");
 	const char *argv[64];
 	int argc = 0;
-	bool has_http = false;
+	bool has_http = false, has_transport = false;
 
 	if (bin == NULL) {
 		fprintf(stderr, "CACHENODE_BIN is not set\n");
@@ -103,11 +103,17 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	argv[argc++] = d->addr;
 	argv[argc++] = "--node-id";
 	argv[argc++] = d->node_id;
-	for (const char *const *a = args; a && *a; a++)
+	for (const char *const *a = args; a && *a; a++) {
 		has_http |= strcmp(*a, "--http") == 0;
+		has_transport |= strcmp(*a, "--transport") == 0;
+	}
 	if (!has_http) { /* never the default 9190: tests must not collide with a running node */
 		argv[argc++] = "--http";
 		argv[argc++] = "127.0.0.1:0";
+	}
+	if (!has_transport) { /* the tests speak tcp, even on a host with an RDMA device */
+		argv[argc++] = "--transport";
+		argv[argc++] = "tcp";
 	}
 	for (; args && *args && argc < 60; args++)
 		argv[argc++] = *args;

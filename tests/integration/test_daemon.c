@@ -261,7 +261,7 @@ static void eviction_keeps_most_recent(void **state)
 static void cli_round_trip(void **state)
 {
 	struct cn_daemon d;
-	char cmd[1024], out[4096];
+	char cmd[1024], out[16384]; /* `stat` prints the whole status tree (over 4 KiB) */
 	const char *cli = getenv("CACHENODE_CLI");
 	FILE *f;
 
@@ -341,6 +341,135 @@ static void options_help_and_refusals(void **state)
 	assert_non_null(strstr(out, "--l1-size 'banana'"));
 	snprintf(cmd, sizeof(cmd), "%s --workers 0 2>&1", bin);
 	assert_int_equal(cn_run(cmd, out, sizeof(out)), 2);
+}
+
+/* ---- transport selection ---- */
+
+/* Does this host list an RDMA device? Then auto may pick verbs: the cases below skip. */
+static bool rdma_device_present(void)
+{
+	return cn_run("ls /sys/class/infiniband/ 2>/dev/null | grep -q .", NULL, 0) == 0;
+}
+
+/* The node's status tree over its own protocol (STATUS), parsed. */
+static json_t *status_of(const char *addr)
+{
+	struct cn_client *c = NULL;
+	char *text = NULL;
+	json_t *root;
+
+	assert_int_equal(cn_client_connect(addr, NULL, &c), 0);
+	assert_int_equal(cn_client_status(c, &text), 0);
+	cn_client_close(&c);
+	root = json_loads(text, 0, NULL);
+	assert_non_null(root);
+	free(text);
+	return root;
+}
+
+static const char *tstr(json_t *root, const char *key)
+{
+	json_t *v = json_object_get(json_object_get(json_object_get(root, "components"),
+						    "transport"),
+				    key);
+
+	if (!json_is_string(v))
+		fail_msg("components.transport.%s is not a string", key);
+	return json_string_value(v);
+}
+
+/*
+ * Run the daemon with @extra (a node that should refuse to start: bounded by
+ * timeout(1), on its own port, HTTP off) and return its exit status; @err
+ * gets what it wrote to stderr only.
+ */
+static int refused_start(const char *extra, char *err, size_t cap)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd),
+		 "timeout 60 %s --listen 127.0.0.1:%u --http off --node-id refused-%d %s "
+		 "2>&1 >/dev/null",
+		 getenv("CACHENODE_BIN"), cn_free_port(), (int)getpid(), extra);
+	return cn_run(cmd, err, cap);
+}
+
+/*
+ * Does @msg give one of the reasons verbs is unusable on a host without RDMA
+ * (no kernel support, no device, not built in), or @also?
+ */
+static bool says_why_no_rdma(const char *msg, const char *also)
+{
+	static const char *const why[] = {
+		"cannot list RDMA devices", "no RDMA device found", "no usable RDMA device",
+		"this build has no RDMA support",
+	};
+
+	for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++)
+		if (strstr(msg, why[i]) != NULL)
+			return true;
+	return also != NULL && strstr(msg, also) != NULL;
+}
+
+/*
+ * No RDMA device here: auto serves over tcp and says why in the log and the
+ * status tree; asking for verbs (any device, or a named one) is refused with
+ * exit status 2 and the reason on one stderr line; an unknown transport too.
+ */
+static void transport_auto_falls_back_and_verbs_is_refused(void **state)
+{
+	const char *autoargs[] = {"--transport", "auto", NULL};
+	const char *tcpargs[] = {"--transport", "tcp", "--rdma-dev", "mlx5_0", NULL};
+	struct cn_daemon d;
+	char err[4096];
+	json_t *st;
+
+	if (rdma_device_present())
+		skip(); /* auto would rightly pick verbs; tests/rdma covers that host */
+
+	/* auto: tcp, chosen by auto, with the reason */
+	assert_int_equal(cn_daemon_start(&d, autoargs), 0);
+	st = status_of(d.addr); /* it answered over tcp: that is the transport */
+	assert_string_equal(tstr(st, "name"), "tcp");
+	assert_string_equal(tstr(st, "chosen_by"), "auto");
+	assert_true(strlen(tstr(st, "fallback_reason")) > 0);
+	assert_true(strstr(tstr(st, "fallback_reason"), "RDMA") != NULL);
+	assert_null(json_object_get(json_object_get(json_object_get(st, "components"),
+						    "transport"),
+				    "rdma_dev"));
+	assert_true(json_is_true(json_object_get(st, "is_healthy")));
+	json_decref(st);
+	assert_true(cn_daemon_log_contains(&d, "transport tcp (auto: "));
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+
+	/* tcp by option: no fallback reason; a device name is ignored, with a warning */
+	assert_int_equal(cn_daemon_start(&d, tcpargs), 0);
+	st = status_of(d.addr);
+	assert_string_equal(tstr(st, "name"), "tcp");
+	assert_string_equal(tstr(st, "chosen_by"), "option");
+	assert_string_equal(tstr(st, "fallback_reason"), "");
+	json_decref(st);
+	assert_true(cn_daemon_log_contains(&d, "transport tcp (--transport tcp)"));
+	assert_true(cn_daemon_log_contains(&d, "--rdma-dev mlx5_0 is ignored"));
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+
+	/* verbs without a device: exit 2, one line saying why */
+	assert_int_equal(refused_start("--transport verbs", err, sizeof(err)), 2);
+	assert_non_null(strstr(err, "cachenode: --transport verbs: "));
+	if (!says_why_no_rdma(err, NULL))
+		fail_msg("no reason in: %s", err);
+	assert_ptr_equal(strchr(err, '\n'), err + strlen(err) - 1);
+
+	/* a named device that does not exist: the message names it */
+	assert_int_equal(refused_start("--rdma-dev nosuch --transport verbs", err, sizeof(err)),
+			 2);
+	assert_non_null(strstr(err, "cachenode: --transport verbs --rdma-dev nosuch: "));
+	if (!says_why_no_rdma(err, "'nosuch' not found"))
+		fail_msg("no reason in: %s", err);
+
+	/* not a transport: exit 2, the choices listed */
+	assert_int_equal(refused_start("--transport bogus", err, sizeof(err)), 2);
+	assert_string_equal(err, "cachenode: --transport 'bogus': expected auto, tcp or verbs\n");
 }
 
 static void port_in_use_is_a_clear_error(void **state)
@@ -736,6 +865,7 @@ int main(void)
 		cmocka_unit_test(cli_round_trip),
 		cmocka_unit_test(bench_reports_json),
 		cmocka_unit_test(options_help_and_refusals),
+		cmocka_unit_test(transport_auto_falls_back_and_verbs_is_refused),
 		cmocka_unit_test(port_in_use_is_a_clear_error),
 		cmocka_unit_test(same_node_id_is_refused),
 		cmocka_unit_test(eal_args_attached_form),

@@ -34,6 +34,7 @@
 
 #include <cachenode/client.h>
 #include <cachenode/proto.h>
+#include "cn_transport.h"
 #include "daemon.h"
 
 #define MiB	     (1u << 20)
@@ -495,6 +496,46 @@ static void status_tree_is_healthy(void **state)
 	json_decref(js);
 }
 
+/*
+ * The transport choice and the RDMA counters, under tcp (the fixture runs
+ * --transport auto on a host without RDMA): every verbs counter is exported
+ * per worker as cachenode_verbs_<name>, all zero, and the status tree has the
+ * same table; the info gauge and the tree say tcp, chosen by auto, and why.
+ */
+static void verbs_counters_are_zero_under_tcp(void **state)
+{
+	char *m = http_get_ok("/metrics");
+	json_t *root = status_tree(), *verbs;
+	char fam[128], series[160];
+
+	/* the harness starts nodes with --transport tcp (test_daemon covers auto) */
+	assert_string_equal(json_string_value(at(root, "components.transport.name")), "tcp");
+	for (unsigned i = 0; i < cn_verbs_metric_count; i++) {
+		const struct cn_metric_desc *row = &cn_verbs_metric_desc[i];
+
+		snprintf(fam, sizeof(fam), "cachenode_verbs_%s%s", row->name,
+			 row->type == CN_METRIC_COUNTER ? "_total" : "");
+		snprintf(series, sizeof(series), "# TYPE %s %s\n", fam,
+			 row->type == CN_METRIC_COUNTER ? "counter" : "gauge");
+		if (strstr(m, series) == NULL)
+			fail_msg("/metrics has no family %s", fam);
+		/* one worker in the fixture: core 0, value 0 */
+		assert_true(metric_one(m, fam, "core=\"0\"") == 0);
+		assert_true(metric_sum(m, fam) == 0);
+	}
+	assert_true(metric_one(m, "cachenode_transport_info", "transport=\"tcp\"") == 1);
+	assert_true(metric_one(m, "cachenode_transport_info", "chosen_by=\"option\"") == 1);
+
+	verbs = at(root, "components.transport.verbs");
+	assert_int_equal(json_object_size(verbs), cn_verbs_metric_count);
+	for (unsigned i = 0; i < cn_verbs_metric_count; i++)
+		assert_int_equal(json_integer_value(at(verbs, cn_verbs_metric_desc[i].name)), 0);
+	assert_string_equal(json_string_value(at(root, "components.transport.chosen_by")), "option");
+	assert_string_equal(json_string_value(at(root, "components.transport.fallback_reason")), "");
+	json_decref(root);
+	free(m);
+}
+
 static void send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_t n)
 {
 	uint8_t frame[CN_PROTO_HDR_LEN + 8 + 8 * CN_KEY_LEN];
@@ -670,6 +711,7 @@ int main(void)
 		cmocka_unit_test(every_family_is_documented),
 		cmocka_unit_test(prometheus_scrapes_the_node),
 		cmocka_unit_test(status_tree_is_healthy),
+		cmocka_unit_test(verbs_counters_are_zero_under_tcp),
 		cmocka_unit_test(pinned_pool_is_unhealthy),
 		cmocka_unit_test(unknown_paths_and_methods),
 		cmocka_unit_test(status_tool_usage_and_unreachable),

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include <cachenode/client.h>
+#include "cn_transport.h"
 #include "daemon.h"
 
 #define WORKERS 2
@@ -448,6 +449,58 @@ static void cores_pages(void **state)
 	json_decref(v);
 }
 
+/*
+ * /cachenode/transport names the transport and how it was chosen, and has
+ * every verbs counter (zero under tcp); with a worker index it shows that
+ * worker alone, and the workers add up to the summed reply.
+ */
+static void transport_command(void **state)
+{
+	json_t *sum = tel("/cachenode/transport"), *w;
+	uint64_t rx = 0, accepted = 0;
+	char key[64];
+
+	/* the harness starts nodes with --transport tcp (test_daemon covers auto) */
+	assert_string_equal(json_string_value(json_object_get(sum, "name")), "tcp");
+	assert_string_equal(json_string_value(json_object_get(sum, "chosen_by")), "option");
+	assert_string_equal(json_string_value(json_object_get(sum, "fallback_reason")), "");
+	assert_string_equal(json_string_value(json_object_get(sum, "listen")), d.addr);
+	assert_int_equal(u64(sum, "workers"), WORKERS);
+	assert_null(json_object_get(sum, "worker"));
+	for (unsigned i = 0; i < cn_verbs_metric_count; i++) {
+		snprintf(key, sizeof(key), "verbs_%s", cn_verbs_metric_desc[i].name);
+		assert_int_equal(u64(sum, key), 0);
+	}
+	for (unsigned i = 0; i < WORKERS; i++) {
+		snprintf(key, sizeof(key), "/cachenode/transport,%u", i);
+		w = tel(key);
+		assert_int_equal(u64(w, "worker"), i);
+		assert_string_equal(json_string_value(json_object_get(w, "name")), "tcp");
+		assert_int_equal(u64(w, "verbs_bytes_read"), 0);
+		rx += u64(w, "bytes_rx");
+		accepted += u64(w, "conns_accepted");
+		json_decref(w);
+	}
+	/* the earlier cases moved them; nothing moves them now */
+	assert_true(accepted > 0);
+	assert_int_equal(rx, u64(sum, "bytes_rx"));
+	assert_int_equal(accepted, u64(sum, "conns_accepted"));
+	json_decref(sum);
+	/* per core in /cachenode/cores too */
+	w = tel("/cachenode/cores,0,1");
+	assert_int_equal(u64(json_object_get(json_object_get(w, "cores"), "0"), "verbs_bytes_read"),
+			 0);
+	json_decref(w);
+	/* no such worker, or not a number: null */
+	snprintf(key, sizeof(key), "/cachenode/transport,%u", WORKERS);
+	w = tel(key);
+	assert_true(json_is_null(w));
+	json_decref(w);
+	w = tel("/cachenode/transport,x");
+	assert_true(json_is_null(w));
+	json_decref(w);
+}
+
 static void status_tree(void **state)
 {
 	json_t *v = tel("/cachenode/status"), *h = json_object_get(v, "is_healthy");
@@ -512,6 +565,7 @@ int main(void)
 		cmocka_unit_test(workload_moves_counters_exactly),
 		cmocka_unit_test(latency_per_op),
 		cmocka_unit_test(cores_pages),
+		cmocka_unit_test(transport_command),
 		cmocka_unit_test(status_tree),
 		cmocka_unit_test(top_once),
 	};

@@ -147,6 +147,65 @@ static void config_file(void **state)
 	assert_non_null(strstr(err, "No such file"));
 }
 
+/* --transport and --rdma-dev: checked at parse time, from the file too, listed by --help. */
+static void transport_options(void **state)
+{
+	struct cn_config cfg;
+	char err[256], path[] = "/tmp/cn_cfg_XXXXXX", *help = NULL;
+	size_t helplen = 0;
+	int fd;
+	FILE *f;
+
+	assert_int_equal(parse(&cfg, err, NULL), 0);
+	assert_string_equal(cfg.transport, "auto");
+	assert_string_equal(cfg.rdma_dev, "");
+	assert_int_equal(parse(&cfg, err, "--transport", "tcp", NULL), 0);
+	assert_string_equal(cfg.transport, "tcp");
+	/* verbs parses in any build: whether it is usable is decided at startup */
+	assert_int_equal(parse(&cfg, err, "--transport=verbs", "--rdma-dev", "mlx5_0", NULL), 0);
+	assert_string_equal(cfg.transport, "verbs");
+	assert_string_equal(cfg.rdma_dev, "mlx5_0");
+
+	assert_int_equal(parse(&cfg, err, "--transport", "bogus", NULL), -EINVAL);
+	assert_string_equal(err, "--transport 'bogus': expected auto, tcp or verbs");
+	assert_int_equal(parse(&cfg, err, "--transport", "", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--transport", "TCP", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--rdma-dev", "../mlx5_0", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--rdma-dev '../mlx5_0': expected a device name"));
+	assert_int_equal(parse(&cfg, err, "--rdma-dev",
+			       "a123456789012345678901234567890123456789012345678901234567890123",
+			       NULL),
+			 -EINVAL);
+
+	/* the file sets both (an empty value = any device), the command line wins */
+	fd = mkstemp(path);
+	f = fdopen(fd, "w");
+	fprintf(f, "transport = verbs\nrdma_dev = rxe0\n");
+	fclose(f);
+	assert_int_equal(parse(&cfg, err, "--config", path, NULL), 0);
+	assert_string_equal(cfg.transport, "verbs");
+	assert_string_equal(cfg.rdma_dev, "rxe0");
+	assert_int_equal(parse(&cfg, err, "--config", path, "--transport", "tcp", "--rdma-dev", "",
+			       NULL),
+			 0);
+	assert_string_equal(cfg.transport, "tcp");
+	assert_string_equal(cfg.rdma_dev, "");
+	f = fopen(path, "w");
+	fprintf(f, "workers = 2\ntransport = rdma\n");
+	fclose(f);
+	assert_int_equal(parse(&cfg, err, "--config", path, NULL), -EINVAL);
+	assert_non_null(strstr(err, ":2: --transport 'rdma': expected auto, tcp or verbs"));
+	unlink(path);
+
+	f = open_memstream(&help, &helplen);
+	cn_config_usage(f, "cachenode");
+	fclose(f);
+	assert_non_null(strstr(help, "--transport NAME"));
+	assert_non_null(strstr(help, "[auto]"));
+	assert_non_null(strstr(help, "--rdma-dev NAME"));
+	free(help);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -155,6 +214,7 @@ int main(void)
 		cmocka_unit_test(options_and_eal_args),
 		cmocka_unit_test(refusals_say_why),
 		cmocka_unit_test(config_file),
+		cmocka_unit_test(transport_options),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
