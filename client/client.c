@@ -47,10 +47,33 @@
  * buffer's cap is drained (the connection stays usable): that key's status
  * becomes CN_E_TOOBIG, bufs[i].len its size, and the key's error -ENOBUFS.
  *
+ * RDMA (a transport with mem_reg, i.e. verbs). STORE and RETRIEVE go out with
+ * CN_F_RDMA: the frame is the header and one 48-byte descriptor per key
+ * {key, len (STORE) or cap (RETRIEVE), rkey, addr of the caller's buffer}
+ * and nothing else; the node RDMA-READs STORE payloads and RDMA-WRITEs
+ * RETRIEVE chunks before it replies. The RETRIEVE reply is the statuses and
+ * lengths alone; a chunk over its cap comes back as CN_E_TOOBIG with its
+ * length (nothing written), which is reported exactly as the inline path
+ * reports a drained chunk (CN_E_TOOBIG, bufs[i].len, -ENOBUFS). Each buffer
+ * must lie wholly inside one registered region (cn_client_mem_register(); up
+ * to CN_CLIENT_MAX_REGIONS, looked up linearly with the last hit first), or
+ * it is registered for the request alone: those temporary handles live in
+ * the request's ring slot and are deregistered when its reply has been read,
+ * or when the connection closes. Each slot also records, as a bitmask, which
+ * regions it uses, and every region counts the slots using it, so a region
+ * cannot be unregistered while the node may still touch it (-EBUSY). When
+ * the connection closes every registration is released before the transport
+ * connection (which owns the device's protection domain) goes; table
+ * entries stay, so a later unregister still finds them and returns 0.
+ * Over transports without mem_reg (tcp, loopback) none of this exists: the
+ * registration calls do nothing and frames carry payloads inline.
+ *
  * Validation in cn_client_submit() (nothing is sent when it fails): -EINVAL
  * for a malformed request (unknown op, nkeys 0, NULL arrays or buffers, a
  * STORE length of 0), -E2BIG for a request over a node or protocol limit
  * (nkeys > max_keys, a chunk over max_chunk, a frame over max_frame).
+ * The frame limit is checked on the inline size (payloads included) over
+ * RDMA too, so that a request is valid or not whatever the transport.
  * Duplicate keys are not checked here: that is the node's job.
  */
 #include <errno.h>
@@ -72,8 +95,8 @@
 #define CLIENT_DEFAULT_NAME	  "libcachenode"
 #define CLIENT_HELLO_REQ	  8u  /* ver_min, ver_max, name_len, 0 */
 #define CLIENT_HELLO_REP	  32u /* up to l1_capacity, before node_id */
-/* Largest request meta (a STORE batch) and largest reply meta (a RETRIEVE one). */
-#define CLIENT_TX_META (CN_PROTO_BATCH_HDR + CN_PROTO_STORE_DESC * CN_PROTO_MAX_KEYS)
+/* Largest request meta (an RDMA batch) and largest reply meta (a RETRIEVE one). */
+#define CLIENT_TX_META (CN_PROTO_BATCH_HDR + CN_PROTO_RDMA_DESC * CN_PROTO_MAX_KEYS)
 #define CLIENT_RX_META (CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * CN_PROTO_MAX_KEYS)
 /* Error messages, ping echoes and drained payloads land here. */
 #define CLIENT_SCRATCH 16384u
@@ -81,17 +104,45 @@
 /* Flow control (see above): well under the node's 32 MiB output limit. */
 #define CLIENT_RX_WINDOW   (16u << 20)
 #define CLIENT_SMALL_FRAME (64u << 10)
+#define CLIENT_MAX_REGIONS CN_CLIENT_MAX_REGIONS
+#define CLIENT_MEMLOCK_HINT " (locked-memory limit? see ulimit -l)"
+
+_Static_assert(CLIENT_MAX_REGIONS <= 64, "client_slot.regions is a 64-bit mask");
+_Static_assert(CN_PROTO_RDMA_DESC >= CN_PROTO_STORE_DESC, "CLIENT_TX_META");
+
+/* A buffer registered for one request only (RDMA). */
+struct client_tmp_reg {
+	void *handle;
+	uintptr_t start;
+	size_t len;
+	uint32_t rkey;
+};
+
+/* A region registered by cn_client_mem_register(). */
+struct client_region {
+	bool used;
+	uintptr_t start;
+	size_t len;
+	void *handle;	   /* NULL once the connection released it */
+	uint32_t rkey;
+	unsigned inflight; /* outstanding requests naming it */
+};
 
 struct client_slot {
 	struct cn_req *req;
 	uint64_t req_id;
 	uint64_t reply_bytes; /* most the reply can be (flow control) */
 	uint8_t op;
+	bool rdma;	      /* sent with CN_F_RDMA */
+	uint64_t regions;     /* bit i: uses c->regions[i] (its inflight counts this slot) */
+	struct client_tmp_reg *tmp; /* tmp[0 .. ntmp): registered for this request */
+	unsigned ntmp, tmp_cap;	    /* the array is kept for reuse, freed at close */
 };
 
 struct cn_client {
-	const struct cn_transport_ops *ops;
+	const struct cn_transport_ops *ops; /* NULL until a connection was made */
 	struct cn_tconn *tc;	/* NULL once the connection is closed */
+	bool rdma;		/* ops has mem_reg: STORE / RETRIEVE use CN_F_RDMA */
 	int close_err;		/* why it closed: given to requests still queued */
 	int timeout_ms;		/* for messages only; the transport enforces it */
 	struct cn_node_info node;
@@ -107,6 +158,8 @@ struct cn_client {
 	unsigned ndone;
 	uint64_t unread_bytes;	/* sum of reply_bytes of the not-done ones */
 	struct client_slot ring[CN_CLIENT_MAX_DEPTH];
+	struct client_region regions[CLIENT_MAX_REGIONS];
+	unsigned last_region;	/* where the last lookup hit: tried first */
 	char errmsg[CLIENT_ERRMSG_LEN];
 	char closed_why[CLIENT_ERRMSG_LEN];
 	struct iovec iov[CLIENT_MAX_IOV];
@@ -131,12 +184,50 @@ static const char *op_str(uint8_t op)
 }
 
 /*
+ * Give back what slot @s holds: its temporary registrations and its claim on
+ * registered regions. Called when its reply has been read, when it failed
+ * before being sent, and for every slot when the connection closes.
+ */
+static void slot_release(struct cn_client *c, struct client_slot *s)
+{
+	for (unsigned i = 0; i < s->ntmp; i++)
+		if (c->tc != NULL)
+			c->ops->mem_dereg(c->tc, s->tmp[i].handle);
+	s->ntmp = 0;
+	for (unsigned i = 0; s->regions != 0; i++, s->regions >>= 1)
+		if (s->regions & 1)
+			c->regions[i].inflight--;
+}
+
+/*
+ * The connection is closing: release every registration while the transport
+ * connection still exists. Region entries stay (handle NULL) so that
+ * cn_client_mem_unregister() still finds them.
+ */
+static void client_release_rdma(struct cn_client *c)
+{
+	if (!c->rdma || c->tc == NULL)
+		return;
+	for (unsigned i = 0; i < CN_CLIENT_MAX_DEPTH; i++)
+		slot_release(c, &c->ring[i]);
+	for (unsigned i = 0; i < CLIENT_MAX_REGIONS; i++) {
+		struct client_region *r = &c->regions[i];
+
+		if (r->used && r->handle != NULL) {
+			c->ops->mem_dereg(c->tc, r->handle);
+			r->handle = NULL;
+		}
+	}
+}
+
+/*
  * Close the transport connection (if still open) and remember why, so that
  * requests still queued and later calls can say so.
  */
 static void client_shutdown(struct cn_client *c, int err)
 {
 	if (c->tc != NULL) {
+		client_release_rdma(c);
 		c->ops->close(&c->tc);
 		c->tc = NULL;
 		c->close_err = err;
@@ -318,18 +409,139 @@ static int client_validate(struct cn_client *c, const struct cn_req *req)
 	return 0;
 }
 
+/* The registered region holding all of [p, p + len), or -1. */
+static int region_find(struct cn_client *c, uintptr_t p, size_t len)
+{
+	const struct client_region *r = &c->regions[c->last_region];
+
+	if (r->used && r->handle != NULL && p >= r->start && p - r->start <= r->len &&
+	    len <= r->len - (p - r->start))
+		return (int)c->last_region;
+	for (unsigned i = 0; i < CLIENT_MAX_REGIONS; i++) {
+		r = &c->regions[i];
+		if (r->used && r->handle != NULL && p >= r->start && p - r->start <= r->len &&
+		    len <= r->len - (p - r->start)) {
+			c->last_region = i;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+/*
+ * The rkey for [data, data + len) of key @i of a request going out in slot
+ * @s: a registered region's, else one registered now for this request (kept
+ * in @s). Returns 0, or -errno with the message set (nothing sent yet; the
+ * caller releases @s).
+ */
+static int client_rkey(struct cn_client *c, struct client_slot *s, uint8_t op, uint32_t i,
+		       void *data, uint32_t len, uint32_t *rkey)
+{
+	uintptr_t p = (uintptr_t)data;
+	struct client_tmp_reg *t;
+	int r = region_find(c, p, len), rc;
+
+	if (r >= 0) {
+		if (!(s->regions & (1ull << r))) {
+			s->regions |= 1ull << r;
+			c->regions[r].inflight++;
+		}
+		*rkey = c->regions[r].rkey;
+		return 0;
+	}
+	for (unsigned k = 0; k < s->ntmp; k++) {
+		t = &s->tmp[k];
+		if (p >= t->start && p - t->start <= t->len && len <= t->len - (p - t->start)) {
+			*rkey = t->rkey;
+			return 0;
+		}
+	}
+	if (s->ntmp == s->tmp_cap) {
+		unsigned ncap = s->tmp_cap ? 2 * s->tmp_cap : 8;
+		struct client_tmp_reg *nt = realloc(s->tmp, ncap * sizeof(*nt));
+
+		if (nt == NULL) {
+			client_err(c, "%s: key %" PRIu32 ": out of memory", op_str(op), i);
+			return -ENOMEM;
+		}
+		s->tmp = nt;
+		s->tmp_cap = ncap;
+	}
+	t = &s->tmp[s->ntmp];
+	rc = c->ops->mem_reg(c->tc, data, len, &t->handle, &t->rkey);
+	if (rc < 0) {
+		client_err(c, "%s: key %" PRIu32 ": registering the %" PRIu32
+			   "-byte buffer at %p for RDMA: %s%s", op_str(op), i, len, data,
+			   strerror(-rc), rc == -ENOMEM ? CLIENT_MEMLOCK_HINT : "");
+		return rc;
+	}
+	t->start = p;
+	t->len = len;
+	s->ntmp++;
+	*rkey = t->rkey;
+	return 0;
+}
+
+/*
+ * STORE / RETRIEVE with CN_F_RDMA: n x {key, len or cap, rkey, addr} after
+ * the batch header; no payload. Returns the meta length or -errno.
+ */
+static int64_t client_encode_rdma(struct cn_client *c, const struct cn_req *req,
+				  struct client_slot *s, uint8_t *m)
+{
+	size_t mlen = CN_PROTO_BATCH_HDR;
+
+	cn_put_le32(m, req->nkeys);
+	cn_put_le32(m + 4, 0);
+	for (uint32_t i = 0; i < req->nkeys; i++) {
+		const struct cn_buf *b = &req->bufs[i];
+		uint32_t len = req->op == CN_OP_STORE ? b->len : b->cap, rkey = 0;
+		uint8_t *d = m + mlen;
+
+		/* a RETRIEVE buffer of cap 0 takes nothing: no memory to name */
+		if (len > 0) {
+			int rc = client_rkey(c, s, req->op, i, b->data, len, &rkey);
+
+			if (rc < 0)
+				return rc;
+		}
+		memcpy(d, req->keys[i].b, CN_KEY_LEN);
+		cn_put_le32(d + CN_KEY_LEN, len);
+		cn_put_le32(d + CN_KEY_LEN + 4, rkey);
+		cn_put_le64(d + CN_KEY_LEN + 8, len > 0 ? (uint64_t)(uintptr_t)b->data : 0);
+		mlen += CN_PROTO_RDMA_DESC;
+	}
+	return (int64_t)mlen;
+}
+
 /*
  * Encode @req (already validated) into c->tx and c->iov: iov[0] is header +
- * meta, then one iovec per payload buffer of the caller. Returns the iovec
- * count.
+ * meta, then one iovec per payload buffer of the caller (none over RDMA,
+ * where the registrations are taken into slot @s). Returns the iovec count,
+ * or -errno when a buffer could not be registered (@s is then released).
  */
-static int client_encode(struct cn_client *c, const struct cn_req *req, uint64_t req_id)
+static int client_encode(struct cn_client *c, const struct cn_req *req, uint64_t req_id,
+			 struct client_slot *s)
 {
 	uint8_t *m = c->tx + CN_PROTO_HDR_LEN;
 	struct cn_proto_hdr h;
 	size_t mlen = 0;
 	uint64_t plen = 0;
+	uint16_t flags = 0;
 	int n = 1;
+
+	s->rdma = c->rdma && (req->op == CN_OP_STORE || req->op == CN_OP_RETRIEVE);
+	if (s->rdma) {
+		int64_t ml = client_encode_rdma(c, req, s, m);
+
+		if (ml < 0) {
+			slot_release(c, s);
+			return (int)ml;
+		}
+		mlen = (size_t)ml;
+		flags = CN_F_RDMA;
+		goto header;
+	}
 
 	switch (req->op) {
 	case CN_OP_HELLO: {
@@ -380,22 +592,27 @@ static int client_encode(struct cn_client *c, const struct cn_req *req, uint64_t
 		}
 		break;
 	}
-	cn_proto_hdr_init(&h, req->op, 0, req_id, (uint32_t)(mlen + plen), 0);
+header:
+	cn_proto_hdr_init(&h, req->op, flags, req_id, (uint32_t)(mlen + plen), 0);
 	cn_proto_hdr_encode(&h, c->tx);
 	c->iov[0].iov_base = c->tx;
 	c->iov[0].iov_len = CN_PROTO_HDR_LEN + mlen;
 	return n;
 }
 
-/* The largest reply @req can get (error messages aside), for flow control. */
-static uint64_t reply_bound(const struct cn_req *req)
+/*
+ * The largest reply @req can get (error messages aside), for flow control.
+ * Over RDMA a RETRIEVE reply carries no payload: the chunks were written
+ * into the caller's buffers by the node before it replied.
+ */
+static uint64_t reply_bound(const struct cn_req *req, bool rdma)
 {
 	uint64_t b = CN_PROTO_HDR_LEN + CN_PROTO_BATCH_HDR;
 
 	switch (req->op) {
 	case CN_OP_RETRIEVE:
 		b += (uint64_t)CN_PROTO_RETR_DESC * req->nkeys;
-		for (uint32_t i = 0; i < req->nkeys; i++)
+		for (uint32_t i = 0; i < req->nkeys && !rdma; i++)
 			b += req->bufs[i].cap;
 		break;
 	case CN_OP_PING:
@@ -432,11 +649,16 @@ static int client_absorb(struct cn_client *c)
 /* Send @req and queue it; validation is the caller's. */
 static int client_post(struct cn_client *c, struct cn_req *req)
 {
-	struct client_slot *s;
+	/* the slot it will take; free, since count < CN_CLIENT_MAX_DEPTH */
+	struct client_slot *s = &c->ring[(c->head + c->count) % CN_CLIENT_MAX_DEPTH];
 	uint64_t id = c->next_id++, frame = 0;
 	int n, rc;
 
-	n = client_encode(c, req, id);
+	n = client_encode(c, req, id, s);
+	if (n < 0) {
+		req->result = n;
+		return n;
+	}
 	for (int i = 0; i < n; i++)
 		frame += c->iov[i].iov_len;
 	/* Flow control (see the top of the file): a large send must not stall. */
@@ -446,6 +668,7 @@ static int client_post(struct cn_client *c, struct cn_req *req)
 		if (rc == 0 && c->tc == NULL)
 			rc = -ECONNRESET; /* that reply carried CN_F_CLOSE */
 		if (rc < 0) {
+			/* the connection is closed: that released @s too */
 			req->result = rc;
 			return rc;
 		}
@@ -457,11 +680,10 @@ static int client_post(struct cn_client *c, struct cn_req *req)
 	}
 	req->req_id = id;
 	req->result = -EINPROGRESS;
-	s = &c->ring[(c->head + c->count) % CN_CLIENT_MAX_DEPTH];
 	s->req = req;
 	s->req_id = id;
 	s->op = req->op;
-	s->reply_bytes = reply_bound(req);
+	s->reply_bytes = reply_bound(req, s->rdma);
 	c->unread_bytes += s->reply_bytes;
 	c->count++;
 	return 0;
@@ -620,6 +842,19 @@ static int reply_statuses(struct cn_client *c, struct cn_req *req, const struct 
 	return 0;
 }
 
+/* The key's chunk did not fit its buffer: as the caller sees it on every transport. */
+static void key_too_big(struct cn_client *c, struct cn_req *req, uint32_t i, uint32_t len)
+{
+	char why[96];
+
+	req->bufs[i].len = len;
+	if (req->status != NULL)
+		req->status[i] = CN_E_TOOBIG;
+	snprintf(why, sizeof(why), "chunk of %" PRIu32 " bytes does not fit the buffer (cap %"
+		 PRIu32 ")", len, req->bufs[i].cap);
+	key_fail(c, req, i, -ENOBUFS, why);
+}
+
 static int reply_retrieve(struct cn_client *c, struct cn_req *req, const struct cn_proto_hdr *h)
 {
 	const uint32_t n = req->nkeys;
@@ -666,17 +901,64 @@ static int reply_retrieve(struct cn_client *c, struct cn_req *req, const struct 
 			if (req->status != NULL)
 				req->status[i] = CN_OK;
 		} else {
-			char why[96];
-
 			rc = client_drain(c, len);
-			if (req->status != NULL)
-				req->status[i] = CN_E_TOOBIG;
-			snprintf(why, sizeof(why), "chunk of %" PRIu32
-				 " bytes does not fit the buffer (cap %" PRIu32 ")", len, b->cap);
-			key_fail(c, req, i, -ENOBUFS, why);
+			key_too_big(c, req, i, len);
 		}
 		if (rc < 0)
 			return client_io_fail(c, CN_OP_RETRIEVE, "receiving a chunk", rc);
+	}
+	return 0;
+}
+
+/*
+ * RETRIEVE sent with CN_F_RDMA: n x {status, len} and nothing after them.
+ * Every CN_OK chunk is already in its buffer (the node wrote it before
+ * replying); one over its cap is CN_E_TOOBIG with its length.
+ */
+static int reply_retrieve_rdma(struct cn_client *c, struct cn_req *req,
+			       const struct cn_proto_hdr *h)
+{
+	const uint32_t n = req->nkeys;
+	const uint32_t mlen = CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * n;
+	int rc;
+
+	if (h->payload_len != mlen)
+		return client_proto_fail(c, CN_OP_RETRIEVE, "RDMA reply of %" PRIu32
+					 " bytes for %" PRIu32 " keys (expected %" PRIu32 ")",
+					 h->payload_len, n, mlen);
+	rc = client_recv(c, c->rx, mlen);
+	if (rc < 0)
+		return client_io_fail(c, CN_OP_RETRIEVE, "receiving the reply", rc);
+	if (cn_get_le32(c->rx) != n)
+		return client_proto_fail(c, CN_OP_RETRIEVE, "count %" PRIu32 " for %" PRIu32
+					 " keys", cn_get_le32(c->rx), n);
+	/* check every entry before touching the caller's results */
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *d = c->rx + CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * i;
+		uint32_t len = cn_get_le32(d + 4);
+
+		if ((int32_t)cn_get_le32(d) == CN_OK && len > req->bufs[i].cap)
+			return client_proto_fail(c, CN_OP_RETRIEVE, "key %" PRIu32 ": %" PRIu32
+						 " bytes written into a buffer of %" PRIu32, i,
+						 len, req->bufs[i].cap);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *d = c->rx + CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * i;
+		int32_t st = (int32_t)cn_get_le32(d);
+		uint32_t len = cn_get_le32(d + 4);
+
+		if (st == CN_OK) {
+			req->bufs[i].len = len;
+			if (req->status != NULL)
+				req->status[i] = CN_OK;
+		} else if (st == CN_E_TOOBIG && len > req->bufs[i].cap) {
+			key_too_big(c, req, i, len);
+		} else {
+			req->bufs[i].len = 0;
+			if (req->status != NULL)
+				req->status[i] = st;
+			key_fail(c, req, i, -cn_status_to_errno(st), cn_status_str(st));
+		}
 	}
 	return 0;
 }
@@ -779,7 +1061,7 @@ static int client_read_reply(struct cn_client *c, struct client_slot *s)
 			rc = reply_statuses(c, req, &h);
 			break;
 		case CN_OP_RETRIEVE:
-			rc = reply_retrieve(c, req, &h);
+			rc = s->rdma ? reply_retrieve_rdma(c, req, &h) : reply_retrieve(c, req, &h);
 			break;
 		case CN_OP_STATUS:
 			rc = reply_status(c, req, &h);
@@ -791,6 +1073,8 @@ static int client_read_reply(struct cn_client *c, struct client_slot *s)
 		if (rc < 0)
 			return rc;
 	}
+	/* the node is done with the request's memory */
+	slot_release(c, s);
 
 	if (h.flags & CN_F_CLOSE) {
 		/* The request is complete; whatever is queued behind it is lost. */
@@ -920,6 +1204,7 @@ static int client_start(struct cn_client *c, const struct cn_transport_ops *ops,
 
 	c->ops = ops;
 	c->tc = tc;
+	c->rdma = ops->mem_reg != NULL && ops->mem_dereg != NULL;
 	rc = client_post(c, &hello);
 	if (rc < 0)
 		return rc;
@@ -961,13 +1246,54 @@ int cn_client_open(const struct cn_transport_ops *ops, struct cn_tconn *tc,
 	return rc;
 }
 
+/* Connect @ops to @addr; on failure the message says what went wrong. */
+static int client_dial(struct cn_client *c, const struct cn_transport_ops *ops, const char *addr,
+		       const struct cn_client_opts *opts, struct cn_tconn **tc)
+{
+	struct cn_connect_cfg cfg = {
+		.addr = addr,
+		.timeout_ms = c->timeout_ms,
+		.rdma_dev = opts != NULL ? opts->rdma_dev : NULL,
+	};
+	char over[32] = "";
+	int rc = ops->connect(&cfg, tc);
+
+	if (rc == 0)
+		return 0;
+	if (ops != &cn_tcp_ops)
+		snprintf(over, sizeof(over), " over %s", ops->name);
+	if (rc == -ETIMEDOUT)
+		client_err(c, "connect %s%s: no answer in %d ms", addr, over, c->timeout_ms);
+	else if (rc == -EINVAL)
+		client_err(c, "connect %s: bad address (expected HOST:PORT or [V6ADDR]:PORT)",
+			   addr);
+	else if (rc == -ENODEV && cfg.rdma_dev != NULL)
+		client_err(c, "connect %s%s: the route to it does not use RDMA device %s", addr,
+			   over, cfg.rdma_dev);
+	else
+		client_err(c, "connect %s%s: %s", addr, over, strerror(-rc));
+	return rc;
+}
+
+/*
+ * "auto" tried verbs first: these failures say the node (or the path to it)
+ * does not do RDMA, so tcp is worth a try. Others (bad address, no memory)
+ * would fail over tcp too.
+ */
+static bool verbs_fallback(int rc)
+{
+	return rc == -ECONNREFUSED || rc == -EHOSTUNREACH || rc == -ENETUNREACH ||
+	       rc == -ETIMEDOUT || rc == -ENODEV || rc == -EADDRNOTAVAIL || rc == -ECONNRESET;
+}
+
 int cn_client_connect(const char *addr, const struct cn_client_opts *opts, struct cn_client **out)
 {
 	const char *tname = opts != NULL && opts->transport != NULL ? opts->transport : "tcp";
+	const char *rdma_dev = opts != NULL ? opts->rdma_dev : NULL;
 	const struct cn_transport_ops *ops;
-	struct cn_connect_cfg cfg = {0};
 	struct cn_tconn *tc = NULL;
 	struct cn_client *c;
+	char why[200];
 	int rc;
 
 	if (out == NULL)
@@ -981,31 +1307,35 @@ int cn_client_connect(const char *addr, const struct cn_client_opts *opts, struc
 		client_err(c, "connect: no node address given");
 		return -EINVAL;
 	}
-	ops = cn_transport_find(tname);
-	if (ops == NULL || ops->connect == NULL) {
-		client_err(c, "connect %s: unknown transport \"%s\"", addr, tname);
+	if (strcmp(tname, "tcp") != 0 && strcmp(tname, "verbs") != 0 &&
+	    strcmp(tname, "auto") != 0) {
+		client_err(c, "connect %s: unknown transport \"%s\" (tcp, verbs or auto)", addr,
+			   tname);
 		return -EINVAL;
 	}
-	cfg.addr = addr;
-	cfg.timeout_ms = c->timeout_ms;
-	rc = ops->connect(&cfg, &tc);
+	ops = cn_transport_pick(tname, rdma_dev, why, sizeof(why));
+	if (ops == NULL || ops->connect == NULL) {
+		client_err(c, "connect %s: transport verbs is not usable: %s", addr,
+			   why[0] ? why : "not available");
+		snprintf(c->closed_why, sizeof(c->closed_why), "%s", c->errmsg);
+		return -ENODEV;
+	}
+	rc = client_dial(c, ops, addr, opts, &tc);
+	if (rc < 0 && ops != &cn_tcp_ops && strcmp(tname, "auto") == 0 && verbs_fallback(rc)) {
+		ops = &cn_tcp_ops;
+		rc = client_dial(c, ops, addr, opts, &tc);
+	}
 	if (rc < 0) {
-		if (rc == -ETIMEDOUT)
-			client_err(c, "connect %s: no answer in %d ms", addr, c->timeout_ms);
-		else if (rc == -EINVAL)
-			client_err(c, "connect %s: bad address (expected HOST:PORT or [V6ADDR]:PORT)",
-				   addr);
-		else
-			client_err(c, "connect %s: %s", addr, strerror(-rc));
 		snprintf(c->closed_why, sizeof(c->closed_why), "%s", c->errmsg);
 		return rc;
 	}
+	c->errmsg[0] = '\0';
 	rc = client_start(c, ops, tc);
 	if (rc < 0) {
-		char why[CLIENT_ERRMSG_LEN];
+		char err[CLIENT_ERRMSG_LEN];
 
-		snprintf(why, sizeof(why), "%s", c->errmsg);
-		client_err(c, "connect %s: %s", addr, why);
+		snprintf(err, sizeof(err), "%s", c->errmsg);
+		client_err(c, "connect %s: %s", addr, err);
 	}
 	return rc;
 }
@@ -1017,8 +1347,9 @@ void cn_client_close(struct cn_client **pc)
 	if (pc == NULL || *pc == NULL)
 		return;
 	c = *pc;
-	if (c->tc != NULL)
-		c->ops->close(&c->tc);
+	client_shutdown(c, -ENOTCONN); /* deregisters memory, then closes */
+	for (unsigned i = 0; i < CN_CLIENT_MAX_DEPTH; i++)
+		free(c->ring[i].tmp);
 	free(c);
 	*pc = NULL;
 }
@@ -1031,6 +1362,86 @@ const char *cn_client_errmsg(const struct cn_client *c)
 const struct cn_node_info *cn_client_node(const struct cn_client *c)
 {
 	return c != NULL ? &c->node : NULL;
+}
+
+const char *cn_client_transport(const struct cn_client *c)
+{
+	return c != NULL && c->ops != NULL ? c->ops->name : "none";
+}
+
+int cn_client_mem_register(struct cn_client *c, void *addr, size_t len)
+{
+	uintptr_t p = (uintptr_t)addr;
+	struct client_region *r = NULL;
+	uint32_t rkey = 0;
+	void *handle = NULL;
+	int rc;
+
+	if (c == NULL)
+		return -EINVAL;
+	if (c->ops != NULL && !c->rdma)
+		return 0; /* nothing to register with */
+	if (addr == NULL || len == 0 || p + len < p) {
+		client_err(c, "register: bad range (%p, %zu bytes)", addr, len);
+		return -EINVAL;
+	}
+	if (c->tc == NULL) {
+		client_err(c, "register: not connected (%s)", c->closed_why);
+		return -ENOTCONN;
+	}
+	for (unsigned i = 0; i < CLIENT_MAX_REGIONS; i++) {
+		struct client_region *o = &c->regions[i];
+
+		if (!o->used) {
+			if (r == NULL)
+				r = o;
+			continue;
+		}
+		if (p < o->start + o->len && o->start < p + len) {
+			client_err(c, "register: [%p, +%zu) overlaps the region at %#" PRIxPTR
+				   " (%zu bytes) registered already", addr, len, o->start, o->len);
+			return -EEXIST;
+		}
+	}
+	if (r == NULL) {
+		client_err(c, "register: %d regions registered already (the most a client keeps)",
+			   CLIENT_MAX_REGIONS);
+		return -ENOSPC;
+	}
+	rc = c->ops->mem_reg(c->tc, addr, len, &handle, &rkey);
+	if (rc < 0) {
+		client_err(c, "register: %zu bytes at %p over %s: %s%s", len, addr, c->ops->name,
+			   strerror(-rc), rc == -ENOMEM ? CLIENT_MEMLOCK_HINT : "");
+		return rc;
+	}
+	*r = (struct client_region){.used = true, .start = p, .len = len, .handle = handle,
+				    .rkey = rkey};
+	return 0;
+}
+
+int cn_client_mem_unregister(struct cn_client *c, void *addr)
+{
+	if (c == NULL)
+		return -EINVAL;
+	if (c->ops != NULL && !c->rdma)
+		return 0;
+	for (unsigned i = 0; i < CLIENT_MAX_REGIONS; i++) {
+		struct client_region *r = &c->regions[i];
+
+		if (!r->used || r->start != (uintptr_t)addr)
+			continue;
+		if (r->inflight > 0) {
+			client_err(c, "unregister: %u outstanding request%s use the region at %p",
+				   r->inflight, r->inflight == 1 ? "" : "s", addr);
+			return -EBUSY;
+		}
+		if (r->handle != NULL && c->tc != NULL)
+			c->ops->mem_dereg(c->tc, r->handle);
+		*r = (struct client_region){0};
+		return 0;
+	}
+	client_err(c, "unregister: no region registered at %p", addr);
+	return -ENOENT;
 }
 
 /* ---- synchronous calls: one request through cn_client_exec() ---- */

@@ -16,6 +16,15 @@
  * Phases per connection: prefill (retrieve, mixed, lookup: store the key set
  * they read; untimed), warmup (--warmup; untimed), then the measured run.
  * Every thread starts measuring at the same barrier.
+ *
+ * Transports: --transport tcp (default), verbs or auto. Each connection
+ * registers its buffers once (the pattern its stores send, one block that
+ * holds every slot's retrieve buffers) with cn_client_mem_register(), so
+ * over verbs every request takes the registered fast path; over tcp that is
+ * a no-op.
+ *
+ * --raw hands the whole command line to the raw RDMA benchmark
+ * (rdma_bench.c, cn_rdma_bench_main()), built in when the build has verbs.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,6 +41,10 @@
 #include <unistd.h>
 
 #include <cachenode/client.h>
+
+#ifdef CN_HAVE_VERBS
+#include "rdma_bench.h"
+#endif
 
 #define BENCH_NAME	    "cachenode-bench"
 #define BENCH_DEFAULT_NODE  "127.0.0.1:7700"
@@ -58,6 +71,8 @@ struct bench_cfg {
 	bool verify;
 	bool json;
 	int timeout_ms;
+	const char *transport; /* "tcp", "verbs" or "auto" */
+	const char *rdma_dev;  /* NULL = any */
 	char tag[32];
 	const uint8_t *pattern; /* size + BENCH_PATTERN_SLOTS * BENCH_PATTERN_STEP bytes */
 	uint64_t seed; /* from the tag: runs with the same tag use the same keys */
@@ -70,7 +85,7 @@ struct bench_slot {
 	int32_t *status;
 	uint8_t *tiers;
 	uint64_t *kidx; /* each key's index, for the payload window */
-	uint8_t *rbuf;	/* kpr x size, RETRIEVE destination */
+	uint8_t *rbuf;	/* kpr x size, RETRIEVE destination (inside the connection's rbufs) */
 	uint64_t t0;
 };
 
@@ -81,6 +96,8 @@ struct bench_conn {
 	pthread_barrier_t *barrier;
 	pthread_t thr;
 	struct bench_slot *slots;
+	uint8_t *rbufs;	/* depth x kpr x size: every slot's rbuf, one registration */
+	size_t rbufs_len;
 	uint64_t rng;
 	/* measured phase */
 	uint64_t *lat;
@@ -173,12 +190,28 @@ static void usage(FILE *f)
 		"  -j, --json               also print one JSON object as the last line\n"
 		"  -t, --timeout MS         limit on each blocking step (default 10000)\n"
 		"      --tag TEXT           key namespace (default: random per run)\n"
+		"      --transport T        tcp (default), verbs (RDMA; fails without a usable\n"
+		"                           device) or auto (verbs if usable and the node accepts\n"
+		"                           it, else tcp); the one used is printed\n"
+		"      --rdma-dev NAME      RDMA device for verbs / auto (default: any)\n"
 		"  -h, --help               this text\n"
 		"\n"
 		"mixed: 50/50 store and retrieve over the stored key set (stores of keys that\n"
 		"are there already are answered \"exists\", which counts as success).\n"
 		"ops/s counts keys, req/s requests; GB/s is payload bytes / 1e9 per second.\n"
-		"Exit status: 0 no request failed, 1 some failed, 2 bad usage.\n",
+		"Exit status: 0 no request failed, 1 some failed, 2 bad usage.\n"
+		"\n"
+		"Raw RDMA (the verbs transport's primitives alone, no node; perftest's columns):\n"
+		"  " BENCH_NAME " --raw server [--rdma-dev NAME] [--port P]      on one host\n"
+		"  " BENCH_NAME " --raw write|read [--lat] --size S [--iters N] [--json]\n"
+		"                  [--rdma-dev NAME] [--port P] --node HOST     on another\n"
+		"  write|read measure RDMA WRITE / READ bandwidth (bytes, iterations, BW peak and\n"
+		"  average [MB/sec], MsgRate [Mpps], like ib_write_bw); with --lat one operation\n"
+		"  at a time (t_min, t_max, t_typical, t_avg, t_stdev, 99%% and 99.9%% [usec],\n"
+		"  like ib_read_lat). --port is the RDMA CM port (default 7701). In this mode the\n"
+		"  options are the raw benchmark's: '" BENCH_NAME " --raw write --help' lists\n"
+		"  them all (-n is --iters there). Exit 77: no usable RDMA device; 2 (and a\n"
+		"  message) in a build without RDMA support.\n",
 		BENCH_FULL_VERIFY);
 }
 
@@ -269,6 +302,16 @@ static int conn_alloc(struct bench_conn *bc)
 	bc->slots = calloc(cfg->depth, sizeof(*bc->slots));
 	if (bc->slots == NULL)
 		return -ENOMEM;
+	if (rbufs) {
+		size_t per = (size_t)cfg->kpr * cfg->size;
+
+		bc->rbufs_len = per * cfg->depth;
+		bc->rbufs = malloc(bc->rbufs_len);
+		if (bc->rbufs == NULL)
+			return -ENOMEM;
+		/* fault the pages in now, not in the measured run */
+		memset(bc->rbufs, 0, bc->rbufs_len);
+	}
 	for (unsigned i = 0; i < cfg->depth; i++) {
 		struct bench_slot *s = &bc->slots[i];
 
@@ -279,19 +322,33 @@ static int conn_alloc(struct bench_conn *bc)
 		s->kidx = calloc(cfg->kpr, sizeof(*s->kidx));
 		if (!s->keys || !s->bufs || !s->status || !s->tiers || !s->kidx)
 			return -ENOMEM;
-		if (rbufs) {
-			s->rbuf = malloc((size_t)cfg->kpr * cfg->size);
-			if (s->rbuf == NULL)
-				return -ENOMEM;
-			/* fault the pages in now, not in the measured run */
-			memset(s->rbuf, 0, (size_t)cfg->kpr * cfg->size);
-		}
+		if (rbufs)
+			s->rbuf = bc->rbufs + (size_t)i * cfg->kpr * cfg->size;
 	}
 	return 0;
 }
 
+/*
+ * Register what the connection's requests name: the pattern its stores send
+ * and its retrieve buffers (a no-op over tcp). Returns 0 or -errno, with the
+ * message in bc->msg.
+ */
+static int conn_register(struct bench_conn *bc, size_t pattern_len)
+{
+	int rc = cn_client_mem_register(bc->c, (void *)(uintptr_t)bc->cfg->pattern, pattern_len);
+
+	if (rc == 0 && bc->rbufs != NULL)
+		rc = cn_client_mem_register(bc->c, bc->rbufs, bc->rbufs_len);
+	if (rc < 0)
+		snprintf(bc->msg, sizeof(bc->msg), "conn %u: %s", bc->id,
+			 cn_client_errmsg(bc->c));
+	return rc;
+}
+
 static void conn_free(struct bench_conn *bc)
 {
+	/* first: closing deregisters the buffers freed below */
+	cn_client_close(&bc->c);
 	for (unsigned i = 0; bc->slots != NULL && i < bc->cfg->depth; i++) {
 		struct bench_slot *s = &bc->slots[i];
 
@@ -300,11 +357,10 @@ static void conn_free(struct bench_conn *bc)
 		free(s->status);
 		free(s->tiers);
 		free(s->kidx);
-		free(s->rbuf);
 	}
+	free(bc->rbufs);
 	free(bc->slots);
 	free(bc->lat);
-	cn_client_close(&bc->c);
 }
 
 /* Fill slot @s with request number @seq of @ph. */
@@ -616,9 +672,14 @@ static int fit_to_node(struct bench_cfg *cfg, const struct cn_node_info *ni, boo
 	return 0;
 }
 
+static size_t pattern_len(uint32_t size)
+{
+	return (size_t)size + BENCH_PATTERN_SLOTS * BENCH_PATTERN_STEP;
+}
+
 static uint8_t *make_pattern(uint32_t size)
 {
-	size_t n = (size_t)size + BENCH_PATTERN_SLOTS * BENCH_PATTERN_STEP;
+	size_t n = pattern_len(size);
 	uint8_t *p = malloc(n);
 	uint64_t s = 0x2545f4914f6cdd1dull;
 
@@ -632,9 +693,21 @@ static uint8_t *make_pattern(uint32_t size)
 	return p;
 }
 
+/* Is this command line for the raw RDMA benchmark (--raw anywhere before "--")? */
+static bool raw_mode(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (strcmp(argv[i], "--raw") == 0 || strncmp(argv[i], "--raw=", 6) == 0)
+			return true;
+	}
+	return false;
+}
+
 int main(int argc, char **argv)
 {
-	enum { OPT_KEYSPACE = 256, OPT_TAG };
+	enum { OPT_KEYSPACE = 256, OPT_TAG, OPT_TRANSPORT, OPT_RDMA_DEV };
 	static const struct option longopts[] = {
 		{"node", required_argument, NULL, 'n'},
 		{"op", required_argument, NULL, 'o'},
@@ -650,10 +723,13 @@ int main(int argc, char **argv)
 		{"json", no_argument, NULL, 'j'},
 		{"timeout", required_argument, NULL, 't'},
 		{"tag", required_argument, NULL, OPT_TAG},
+		{"transport", required_argument, NULL, OPT_TRANSPORT},
+		{"rdma-dev", required_argument, NULL, OPT_RDMA_DEV},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct bench_cfg cfg = {.node = BENCH_DEFAULT_NODE, .op = OP_STORE, .depth = 1, .conns = 1};
+	struct bench_cfg cfg = {.node = BENCH_DEFAULT_NODE, .op = OP_STORE, .depth = 1, .conns = 1,
+				.transport = "tcp"};
 	bool size_set = false, count_set = false, kpr_set = false, keyspace_set = false;
 	struct cn_client_opts copts = {.name = BENCH_NAME};
 	struct bench_conn *conns = NULL;
@@ -663,9 +739,20 @@ int main(int argc, char **argv)
 	size_t nall = 0;
 	double secs, p50, p99, p999;
 	uint8_t *pattern = NULL;
+	const char *transport;
 	char sz[32];
 	int opt, rc = 1, fatal = 0;
 	unsigned started = 0;
+
+	if (raw_mode(argc, argv)) {
+#ifdef CN_HAVE_VERBS
+		return cn_rdma_bench_main(argc, argv);
+#else
+		fprintf(stderr, BENCH_NAME ": --raw: this build has no RDMA support "
+			"(libibverbs/librdmacm were not found when it was built)\n");
+		return 2;
+#endif
+	}
 
 	while ((opt = getopt_long(argc, argv, "n:o:s:c:D:d:C:k:wVjt:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -749,6 +836,18 @@ int main(int argc, char **argv)
 						 sizeof(cfg.tag) - 1);
 			snprintf(cfg.tag, sizeof(cfg.tag), "%s", optarg);
 			break;
+		case OPT_TRANSPORT:
+			if (strcmp(optarg, "tcp") != 0 && strcmp(optarg, "verbs") != 0 &&
+			    strcmp(optarg, "auto") != 0)
+				return bad_usage("bad --transport '%s' (tcp, verbs or auto)",
+						 optarg);
+			cfg.transport = optarg;
+			break;
+		case OPT_RDMA_DEV:
+			if (optarg[0] == '\0')
+				return bad_usage("empty --rdma-dev");
+			cfg.rdma_dev = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -779,6 +878,8 @@ int main(int argc, char **argv)
 		memcpy(&cfg.seed, h, sizeof(cfg.seed));
 	}
 	copts.timeout_ms = cfg.timeout_ms;
+	copts.transport = cfg.transport;
+	copts.rdma_dev = cfg.rdma_dev;
 
 	conns = calloc(cfg.conns, sizeof(*conns));
 	if (conns == NULL) {
@@ -806,6 +907,10 @@ int main(int argc, char **argv)
 		if (conn_alloc(&conns[i]) < 0) {
 			fprintf(stderr, BENCH_NAME ": out of memory for %u x %u buffers of %u bytes\n",
 				cfg.depth, cfg.kpr, cfg.size);
+			goto out_conns;
+		}
+		if (conn_register(&conns[i], pattern_len(cfg.size)) < 0) {
+			fprintf(stderr, BENCH_NAME ": registering the buffers: %s\n", conns[i].msg);
 			goto out_conns;
 		}
 	}
@@ -856,11 +961,17 @@ int main(int argc, char **argv)
 	p99 = pct_us(all, nall, 0.99);
 	p999 = pct_us(all, nall, 0.999);
 	secs = t_end > t_begin ? (double)(t_end - t_begin) / 1e9 : 0;
+	/* with auto, connections could in principle settle differently */
+	transport = cn_client_transport(conns[0].c);
+	for (unsigned i = 1; i < cfg.conns; i++)
+		if (strcmp(cn_client_transport(conns[i].c), transport) != 0)
+			transport = "mixed";
 
 	printf(BENCH_NAME ": %s, %s x %u key%s a request, depth %u, %u connection%s, node %s\n",
 	       op_names[cfg.op], human_size(cfg.size, sz, sizeof(sz)), cfg.kpr,
 	       cfg.kpr == 1 ? "" : "s", cfg.depth, cfg.conns, cfg.conns == 1 ? "" : "s",
 	       cfg.node);
+	printf("  transport     %s\n", transport);
 	if (cfg.op != OP_STORE)
 		printf("  key set       %u keys a connection (stored first, untimed)\n",
 		       cfg.keyspace);
@@ -873,11 +984,12 @@ int main(int argc, char **argv)
 	       ", lookup misses %" PRIu64 ")\n",
 	       failed + verr + misses, failed, verr, misses);
 	if (cfg.json)
-		printf("{\"op\": \"%s\", \"size\": %u, \"count\": %" PRIu64
+		printf("{\"op\": \"%s\", \"transport\": \"%s\", \"size\": %u, \"count\": %" PRIu64
 		       ", \"depth\": %u, \"conns\": %u, \"keys_per_req\": %u, \"ops_per_s\": %.1f"
 		       ", \"req_per_s\": %.1f, \"gbytes_per_s\": %.4f, \"p50_us\": %.1f, \"p99_us\": "
 		       "%.1f, \"p999_us\": %.1f, \"errors\": %" PRIu64 ", \"seconds\": %.4f}\n",
-		       op_names[cfg.op], cfg.size, reqs, cfg.depth, cfg.conns, cfg.kpr,
+		       op_names[cfg.op], transport, cfg.size, reqs, cfg.depth,
+		       cfg.conns, cfg.kpr,
 		       secs > 0 ? (double)keys / secs : 0, secs > 0 ? (double)reqs / secs : 0,
 		       secs > 0 ? (double)bytes / 1e9 / secs : 0, p50, p99, p999,
 		       failed + verr + misses, secs);

@@ -41,6 +41,8 @@ enum { EXIT_NODE = 1, EXIT_USAGE = 2 };
 struct cli {
 	const char *node;
 	int timeout_ms;
+	const char *transport; /* "tcp", "verbs" or "auto" */
+	const char *rdma_dev;  /* NULL = any */
 	struct cn_client *c;
 };
 
@@ -49,11 +51,16 @@ static const char *const tier_names[] = {"none", "l1", "l2", "gpu"};
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: " CLI_NAME " [--node HOST:PORT] [--timeout MS] COMMAND [ARGS]\n"
+		"usage: " CLI_NAME " [--node HOST:PORT] [--timeout MS] [--transport T]\n"
+		"                     COMMAND [ARGS]\n"
 		"\n"
 		"options:\n"
 		"  -n, --node HOST:PORT   node to talk to (default " CLI_DEFAULT_NODE ")\n"
 		"  -t, --timeout MS       limit on each blocking step, in ms (default 10000)\n"
+		"      --transport T      tcp (default), verbs (RDMA; fails without a usable\n"
+		"                         device) or auto (verbs if usable and the node accepts\n"
+		"                         it, else tcp)\n"
+		"      --rdma-dev NAME    RDMA device for verbs / auto (default: any)\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          print the version\n"
 		"\n"
@@ -481,14 +488,17 @@ static const struct cli_cmd cmds[] = {
 
 int main(int argc, char **argv)
 {
+	enum { OPT_TRANSPORT = 256, OPT_RDMA_DEV };
 	static const struct option longopts[] = {
 		{"node", required_argument, NULL, 'n'},
 		{"timeout", required_argument, NULL, 't'},
+		{"transport", required_argument, NULL, OPT_TRANSPORT},
+		{"rdma-dev", required_argument, NULL, OPT_RDMA_DEV},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
-	struct cli cli = {.node = CLI_DEFAULT_NODE, .timeout_ms = 0};
+	struct cli cli = {.node = CLI_DEFAULT_NODE, .timeout_ms = 0, .transport = "tcp"};
 	struct cn_client_opts opts = {.name = CLI_NAME};
 	const struct cli_cmd *cmd = NULL;
 	int opt, rc, nargs;
@@ -509,6 +519,18 @@ int main(int argc, char **argv)
 			cli.timeout_ms = (int)v;
 			break;
 		}
+		case OPT_TRANSPORT:
+			if (strcmp(optarg, "tcp") != 0 && strcmp(optarg, "verbs") != 0 &&
+			    strcmp(optarg, "auto") != 0)
+				return bad_usage("bad --transport '%s' (tcp, verbs or auto)",
+						 optarg);
+			cli.transport = optarg;
+			break;
+		case OPT_RDMA_DEV:
+			if (optarg[0] == '\0')
+				return bad_usage("empty --rdma-dev%s", "");
+			cli.rdma_dev = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -539,6 +561,8 @@ int main(int argc, char **argv)
 			return bad_usage("empty KEY");
 
 	opts.timeout_ms = cli.timeout_ms;
+	opts.transport = cli.transport;
+	opts.rdma_dev = cli.rdma_dev;
 	rc = cn_client_connect(cli.node, &opts, &cli.c);
 	if (rc < 0) {
 		fprintf(stderr, CLI_NAME ": %s\n", cn_client_errmsg(cli.c));

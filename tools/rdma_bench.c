@@ -2,11 +2,12 @@
 /*
  * cachenode-rdma-bench: the RDMA verbs primitives (transport/cn_verbs.h)
  * measured alone, printed with perftest's columns so the two can be read
- * side by side.
+ * side by side. The same code runs as `cachenode-bench --raw ...`
+ * (cn_rdma_bench_main(), rdma_bench.h); `--raw server` is --server there.
  *
  *   server: cachenode-rdma-bench --server [-d DEV] [--port P] [--region BYTES] [--clients N]
  *   client: cachenode-rdma-bench --raw write|read [--lat] [--size S] [--iters N] [-d DEV]
- *                                [--port P] [--json] ADDR
+ *                                [--port P] [--json] ADDR | --node HOST[:PORT]
  *           cachenode-rdma-bench --verify [--size S] ADDR
  *           cachenode-rdma-bench --bad-rkey ADDR
  *           cachenode-rdma-bench --probe [-d DEV]
@@ -41,8 +42,12 @@
 #include <unistd.h>
 
 #include "cn_verbs.h"
+#include "rdma_bench.h"
 
-#define RB_NAME		"cachenode-rdma-bench"
+/* The program the messages name: cachenode-bench defines RB_NAME when it builds this in. */
+#ifndef RB_NAME
+#define RB_NAME "cachenode-rdma-bench"
+#endif
 #define RB_MAGIC	0x42524e43u /* "CNRB" */
 #define RB_PORT		7701
 #define RB_REGION	(16u << 20)
@@ -136,11 +141,17 @@ static double tk_us(const struct rb_clock *k, uint64_t dt)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: " RB_NAME " --server [-d DEV] [--port P] [--region BYTES] [--clients N]\n"
+		"usage: " RB_NAME " --raw server [-d DEV] [--port P] [--region BYTES]\n"
+		"                   [--clients N]\n"
 		"       " RB_NAME " --raw write|read [--lat] [--size S] [--iters N] [-d DEV]\n"
-		"                   [--port P] [--tx-depth D] [--cq-mod M] [--event] [--json] ADDR\n"
+		"                   [--port P] [--tx-depth D] [--cq-mod M] [--event] [--json]\n"
+		"                   ADDR | --node HOST[:PORT]\n"
 		"       " RB_NAME " --verify [--size S] ADDR | --bad-rkey ADDR | --probe [-d DEV]\n"
 		"\n"
+		"The RDMA primitives alone (no node, no protocol): run the server side on one\n"
+		"host and the client side on another; the client prints perftest's columns.\n"
+		"\n"
+		"  --raw server       serve raw clients (also --server)\n"
 		"  --raw write|read   one-sided RDMA WRITE or READ, bandwidth (default) or --lat\n"
 		"  --lat              latency: one WR at a time (like ib_read_lat)\n"
 		"  --verify           data integrity: READ the server's pattern, WRITE one back,\n"
@@ -150,8 +161,9 @@ static void usage(FILE *f)
 		"  --probe            exit 0 if an RDMA device is usable, else 77 with the reason\n"
 		"  -s, --size S       bytes per operation (K/M/G suffixes); default 65536, lat 2\n"
 		"  -n, --iters N      operations; default 5000, lat 1000\n"
-		"  -d, --dev DEV      RDMA device (e.g. rxe0)\n"
+		"  -d, --dev DEV      RDMA device (e.g. rxe0); also --rdma-dev\n"
 		"  -p, --port P       RDMA CM port (default %d)\n"
+		"  --node HOST[:PORT] the server (instead of ADDR; PORT instead of --port)\n"
 		"  -t, --tx-depth D   bandwidth: WRs outstanding at most (default 128)\n"
 		"  -Q, --cq-mod M     bandwidth: signal every M-th WR (default 16)\n"
 		"  -e, --event        sleep on the completion channel instead of busy polling\n"
@@ -768,7 +780,42 @@ out:
 	return rc == 0 ? 0 : 1;
 }
 
-int main(int argc, char **argv)
+/*
+ * --node HOST[:PORT] / [V6]:PORT: the host into @host, the port (if given)
+ * into *port. Returns 0 or -EINVAL.
+ */
+static int parse_node(const char *v, char *host, size_t hostlen, unsigned *port)
+{
+	const char *colon = strrchr(v, ':'), *h = v;
+	size_t hl = strlen(v);
+	uint64_t p;
+
+	if (v[0] == '[') {
+		const char *rb = strchr(v, ']');
+
+		if (rb == NULL || (rb[1] != '\0' && rb[1] != ':'))
+			return -EINVAL;
+		h = v + 1;
+		hl = (size_t)(rb - h);
+		colon = rb[1] == ':' ? rb + 1 : NULL;
+	} else if (colon != NULL && strchr(v, ':') != colon) {
+		colon = NULL; /* a bare IPv6 address */
+	} else if (colon != NULL) {
+		hl = (size_t)(colon - v);
+	}
+	if (hl == 0 || hl >= hostlen)
+		return -EINVAL;
+	if (colon != NULL) {
+		if (parse_size(colon + 1, &p) != 0 || p == 0 || p > 65535)
+			return -EINVAL;
+		*port = (unsigned)p;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	return 0;
+}
+
+int cn_rdma_bench_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"server", no_argument, NULL, 'S'},
@@ -780,6 +827,8 @@ int main(int argc, char **argv)
 		{"size", required_argument, NULL, 's'},
 		{"iters", required_argument, NULL, 'n'},
 		{"dev", required_argument, NULL, 'd'},
+		{"rdma-dev", required_argument, NULL, 'd'},
+		{"node", required_argument, NULL, 'N'},
 		{"port", required_argument, NULL, 'p'},
 		{"tx-depth", required_argument, NULL, 't'},
 		{"cq-mod", required_argument, NULL, 'Q'},
@@ -793,8 +842,9 @@ int main(int argc, char **argv)
 	};
 	struct rb_cfg cfg = {.mode = -1, .port = RB_PORT, .region = RB_REGION, .tx_depth = 128,
 			     .cq_mod = 16, .timeout_ms = RB_MSG_TIMEOUT};
-	bool rd = false, raw = false;
-	char why[256];
+	bool rd = false, raw = false, port_set = false;
+	char why[256], node[256] = "";
+	unsigned node_port = 0;
 	uint64_t v;
 	int o;
 
@@ -802,10 +852,18 @@ int main(int argc, char **argv)
 		switch (o) {
 		case 'S': cfg.server = true; break;
 		case 'r':
+			if (strcmp(optarg, "server") == 0) {
+				cfg.server = true;
+				break;
+			}
 			raw = true;
 			if (strcmp(optarg, "read") == 0)
 				rd = true;
 			else if (strcmp(optarg, "write") != 0)
+				goto bad;
+			break;
+		case 'N':
+			if (parse_node(optarg, node, sizeof(node), &node_port) != 0)
 				goto bad;
 			break;
 		case 'L': cfg.lat = true; break;
@@ -827,6 +885,7 @@ int main(int argc, char **argv)
 			if (parse_size(optarg, &v) != 0 || v > 65535)
 				goto bad;
 			cfg.port = (unsigned)v;
+			port_set = true;
 			break;
 		case 't':
 			if (parse_size(optarg, &v) != 0 || v == 0 || v > 8192)
@@ -872,10 +931,20 @@ int main(int argc, char **argv)
 		cfg.mode = rd ? (cfg.lat ? RB_READ_LAT : RB_READ_BW)
 			      : (cfg.lat ? RB_WRITE_LAT : RB_WRITE_BW);
 	}
-	if (cfg.server ? (optind != argc || cfg.mode != -1) : (optind + 1 != argc || cfg.mode < 0))
-		goto bad;
-	if (!cfg.server)
+	if (node[0] != '\0') {
+		/* --node stands for ADDR (and for --port when it has one) */
+		if (cfg.server || optind != argc || (node_port != 0 && port_set))
+			goto bad;
+		cfg.addr = node;
+		if (node_port != 0)
+			cfg.port = node_port;
+	} else if (!cfg.server) {
+		if (optind + 1 != argc)
+			goto bad;
 		cfg.addr = argv[optind];
+	}
+	if (cfg.server ? (optind != argc || cfg.mode != -1) : cfg.mode < 0)
+		goto bad;
 	if (cfg.size == 0)
 		cfg.size = cfg.lat ? 2 : (cfg.mode == RB_VERIFY ? (1u << 20) : 65536);
 	if (cfg.iters == 0)
@@ -889,3 +958,10 @@ bad:
 	usage(stderr);
 	return 2;
 }
+
+#ifdef RB_STANDALONE
+int main(int argc, char **argv)
+{
+	return cn_rdma_bench_main(argc, argv);
+}
+#endif

@@ -31,10 +31,26 @@ extern "C" {
 
 struct cn_client;
 
+/*
+ * Transports (cn_client_opts.transport):
+ *   "tcp"   (default, also NULL) a TCP connection.
+ *   "verbs" RDMA: requests and replies travel as RDMA SEND messages, and
+ *           STORE / RETRIEVE payloads move by one-sided RDMA between the
+ *           caller's buffers and the node's memory (no copy on either side).
+ *           Fails with -ENODEV when this build has no RDMA support or no
+ *           RDMA device (rdma_dev, or any) is usable; the message says which.
+ *   "auto"  verbs when an RDMA device is usable and the node accepts the
+ *           RDMA connection, else tcp: a verbs connect that is refused,
+ *           unreachable or times out falls back to tcp (so a node without
+ *           RDMA costs up to one timeout_ms more at connect).
+ * cn_client_transport() says which one a client uses. Every call behaves the
+ * same over both: same results, status[] values and bufs[].len.
+ */
 struct cn_client_opts {
-	const char *transport; /* "tcp" (default, NULL) */
+	const char *transport; /* "tcp" (default, NULL), "verbs" or "auto" */
 	int timeout_ms;	       /* per blocking I/O step; 0 = 10000 */
 	const char *name;      /* sent in HELLO; NULL = "libcachenode" */
+	const char *rdma_dev;  /* verbs / auto: RDMA device to use (e.g. "mlx5_0"); NULL = any */
 };
 
 /* What the node said in its HELLO reply. */
@@ -49,13 +65,15 @@ struct cn_node_info {
 
 /**
  * cn_client_connect - connect to a node and exchange HELLO.
- * @addr: "HOST:PORT" ("[v6addr]:PORT" for IPv6).
+ * @addr: "HOST:PORT" ("[v6addr]:PORT" for IPv6): the node's --listen
+ * address, whichever transport it serves (RDMA CM uses the same port number).
  * @opts: NULL for defaults.
  * @out: the new client, owned by the caller (cn_client_close()). On failure
  * other than -ENOMEM, *out is a closed client that only carries the error
  * message (cn_client_errmsg()): close it like any other. On -ENOMEM *out is NULL.
- * Returns 0 or -errno (-EINVAL bad address, -ECONNREFUSED, -ETIMEDOUT,
- * -EPROTONOSUPPORT if the node speaks another protocol version).
+ * Returns 0 or -errno (-EINVAL bad address or unknown transport,
+ * -ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, -ENODEV transport "verbs" not
+ * usable here, -EPROTONOSUPPORT if the node speaks another protocol version).
  */
 int cn_client_connect(const char *addr, const struct cn_client_opts *opts, struct cn_client **out);
 
@@ -70,6 +88,53 @@ const char *cn_client_errmsg(const struct cn_client *c);
 
 /** cn_client_node - the node's HELLO information. Owned by @c. */
 const struct cn_node_info *cn_client_node(const struct cn_client *c);
+
+/**
+ * cn_client_transport - the transport @c is using: "tcp" or "verbs" (after
+ * "auto", the one it settled on; "loopback" in the project's own tests), or
+ * "none" for a client that never connected. Static storage; never NULL.
+ */
+const char *cn_client_transport(const struct cn_client *c);
+
+/* ---- memory registration (RDMA) ----
+ *
+ * Over verbs the node reads STORE payloads from, and writes RETRIEVE chunks
+ * into, the caller's buffers directly; that memory must be registered with
+ * the RDMA device. A buffer inside a region registered here is the fast
+ * path: its registration is looked up, nothing else happens. Any other
+ * buffer is registered when its request is submitted and deregistered when
+ * it completes or fails, which costs a pinning system call each way (tens of
+ * microseconds, more for large buffers): register the buffers you reuse
+ * (KV-cache pools, staging buffers) once per client.
+ *
+ * Over tcp (and every transport without RDMA) both calls return 0 and do
+ * nothing, so engines can call them unconditionally.
+ */
+#define CN_CLIENT_MAX_REGIONS 64
+
+/**
+ * cn_client_mem_register - register [addr, addr + len) for RDMA on @c's
+ * connection. The memory stays the caller's; it must stay allocated until
+ * cn_client_mem_unregister() or cn_client_close(). Registrations belong to
+ * the connection: one per client that uses the memory.
+ * Returns 0, -EINVAL (NULL @addr, @len 0, or a range that wraps), -EEXIST
+ * (overlaps a region already registered on @c), -ENOSPC (already
+ * CN_CLIENT_MAX_REGIONS regions), -ENOMEM (the locked-memory limit: see
+ * `ulimit -l`), -ENOTCONN (connection closed), or another -errno from the
+ * RDMA device. Over tcp: 0, nothing done.
+ */
+int cn_client_mem_register(struct cn_client *c, void *addr, size_t len);
+
+/**
+ * cn_client_mem_unregister - undo cn_client_mem_register(); @addr is the
+ * exact start address that was registered. Regions still registered are
+ * unregistered by cn_client_close() (and released with the connection when
+ * it fails; unregistering them afterwards returns 0).
+ * Returns 0, -ENOENT (no region starts at @addr), -EBUSY (an outstanding
+ * request uses the region: wait for it first), -EINVAL (NULL @c).
+ * Over tcp: 0, nothing done.
+ */
+int cn_client_mem_unregister(struct cn_client *c, void *addr);
 
 /* ---- synchronous calls ---- */
 
@@ -113,7 +178,10 @@ int cn_client_status(struct cn_client *c, char **json);
  * without waiting; cn_client_wait() completes the oldest outstanding request
  * (replies come back in order). Up to CN_CLIENT_MAX_DEPTH requests may be
  * outstanding. The request and every buffer it names must stay valid and
- * untouched until it has completed.
+ * untouched until it has completed. Over verbs, STORE and RETRIEVE buffers
+ * are used by RDMA (see "memory registration" above); a buffer that is not
+ * inside a registered region is registered for the request, and a failure
+ * to do so fails the submit (-ENOMEM and the like, nothing sent).
  */
 #define CN_CLIENT_MAX_DEPTH 256
 

@@ -8,6 +8,13 @@
  *
  * The peer never calls cmocka (its assertions would jump across threads): it
  * records the first failed check, and the test asserts on it after joining.
+ *
+ * The RDMA path (CN_F_RDMA frames, memory registration) runs over a fake
+ * transport: TCP for the bytes plus a mem_reg/mem_dereg that only keep a
+ * table. The peer shares the process, so it "RDMA-reads" and "-writes" the
+ * client's buffers with memcpy, after checking that each descriptor's rkey
+ * names a live registration covering the range. That needs cn_transport.h:
+ * these tests skip, saying so, when the test is built without it.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -21,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,7 +40,16 @@
 
 #include "cn_client_internal.h"
 
+#ifdef __has_include
+#if __has_include("cn_transport.h")
+#include "cn_transport.h"
+#define HAVE_TRANSPORT_H 1
+#endif
+#endif
+
 #define PEER_IO_MS 5000
+
+struct fake_rdma;
 
 struct peer;
 typedef int (*peer_script_fn)(struct peer *p);
@@ -45,6 +63,7 @@ struct peer {
 	bool no_hello; /* the script answers HELLO itself */
 	uint32_t max_keys, max_chunk;
 	uint64_t max_frame;
+	struct fake_rdma *rdma; /* the fake RDMA transport's registrations, or NULL */
 	int failed;
 	char why[256];
 };
@@ -95,9 +114,11 @@ static int peer_write(struct peer *p, const void *buf, size_t len)
 
 /*
  * Read one request header and check every field by hand against the layout
- * of proto.h; returns its req_id through @id and payload_len through @plen.
+ * of proto.h, flags included; returns its req_id through @id and payload_len
+ * through @plen.
  */
-static int peer_expect_hdr(struct peer *p, uint8_t op, uint64_t *id, uint32_t *plen)
+static int peer_expect_hdr_flags(struct peer *p, uint8_t op, uint16_t flags, uint64_t *id,
+				 uint32_t *plen)
 {
 	uint8_t h[CN_PROTO_HDR_LEN];
 	uint32_t crc;
@@ -106,7 +127,7 @@ static int peer_expect_hdr(struct peer *p, uint8_t op, uint64_t *id, uint32_t *p
 	PCHECK(p, h[0] == 'C' && h[1] == 'N' && h[2] == 'K' && h[3] == 'V');
 	PCHECK(p, h[4] == CN_PROTO_VERSION);
 	PCHECK(p, h[5] == op);
-	PCHECK(p, h[6] == 0 && h[7] == 0); /* no flags in requests */
+	PCHECK(p, h[6] == (uint8_t)flags && h[7] == (uint8_t)(flags >> 8));
 	*id = 0;
 	for (int i = 7; i >= 0; i--)
 		*id = *id << 8 | h[8 + i];
@@ -118,6 +139,12 @@ static int peer_expect_hdr(struct peer *p, uint8_t op, uint64_t *id, uint32_t *p
 	PCHECK(p, h[28] == (uint8_t)crc && h[29] == (uint8_t)(crc >> 8) &&
 			  h[30] == (uint8_t)(crc >> 16) && h[31] == (uint8_t)(crc >> 24));
 	return 0;
+}
+
+/* A request without flags: everything but RDMA STORE / RETRIEVE. */
+static int peer_expect_hdr(struct peer *p, uint8_t op, uint64_t *id, uint32_t *plen)
+{
+	return peer_expect_hdr_flags(p, op, 0, id, plen);
 }
 
 static int peer_reply(struct peer *p, uint8_t op, uint16_t flags, uint64_t id, int32_t status,
@@ -209,10 +236,15 @@ static int listen_any(char *addr, size_t len)
 	return fd;
 }
 
-/* @max_chunk: what the peer's HELLO announces; 0 for 4096. */
-static void peer_start(struct peer *p, peer_script_fn script, bool no_hello, uint32_t max_chunk)
+/*
+ * @max_chunk: what the peer's HELLO announces; 0 for 4096.
+ * @rdma: the fake transport's registrations the script checks, or NULL.
+ */
+static void peer_start_rdma(struct peer *p, peer_script_fn script, bool no_hello,
+			    uint32_t max_chunk, struct fake_rdma *rdma)
 {
 	memset(p, 0, sizeof(*p));
+	p->rdma = rdma;
 	p->fd = -1;
 	p->no_hello = no_hello;
 	p->script = script;
@@ -221,6 +253,11 @@ static void peer_start(struct peer *p, peer_script_fn script, bool no_hello, uin
 	p->max_frame = 1u << 20;
 	p->lfd = listen_any(p->addr, sizeof(p->addr));
 	assert_int_equal(pthread_create(&p->thr, NULL, peer_main, p), 0);
+}
+
+static void peer_start(struct peer *p, peer_script_fn script, bool no_hello, uint32_t max_chunk)
+{
+	peer_start_rdma(p, script, no_hello, max_chunk, NULL);
 }
 
 /* Join the peer (the client must have hung up or be about to) and check it. */
@@ -1058,6 +1095,623 @@ static void test_flow_control(void **state)
 	peer_finish(&p);
 }
 
+/* ---- transports and memory registration ---- */
+
+/* True when this machine lists an RDMA device (then "verbs" may get further). */
+static bool rdma_device_present(void)
+{
+	DIR *d = opendir("/sys/class/infiniband");
+	struct dirent *e;
+	bool any = false;
+
+	if (d == NULL)
+		return false;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			any = true;
+	closedir(d);
+	return any;
+}
+
+/* A STORE with no flags and its payload inline, then a ping. */
+static int script_inline_store(struct peer *p)
+{
+	uint8_t m[64], rep[12] = {0};
+	uint64_t id;
+	uint32_t plen;
+
+	if (peer_expect_hdr(p, CN_OP_STORE, &id, &plen) < 0)
+		return -1;
+	PCHECK(p, plen == 8 + 40 + 5 && peer_read(p, m, plen) == 0);
+	PCHECK(p, !memcmp(m + 48, small_chunk, 5));
+	cn_put_le32(rep, 1);
+	if (peer_reply(p, CN_OP_STORE, CN_F_RESPONSE, id, CN_OK, rep, sizeof(rep)) < 0)
+		return -1;
+	return script_ping_echo(p);
+}
+
+static void test_transport_choice(void **state)
+{
+	struct cn_client_opts o = {.timeout_ms = 3000};
+	struct cn_client *c = NULL;
+	char addr[64];
+	struct peer p;
+	int fd, rc;
+
+	assert_string_equal(cn_client_transport(NULL), "none");
+
+	/* an unknown name: -EINVAL, the name and the choices in the message */
+	fd = listen_any(addr, sizeof(addr));
+	close(fd);
+	o.transport = "bogus";
+	assert_int_equal(cn_client_connect(addr, &o, &c), -EINVAL);
+	assert_non_null(strstr(cn_client_errmsg(c), "unknown transport \"bogus\""));
+	assert_non_null(strstr(cn_client_errmsg(c), "tcp, verbs or auto"));
+	assert_string_equal(cn_client_transport(c), "none");
+	assert_int_equal(cn_client_ping(c), -ENOTCONN);
+	cn_client_close(&c);
+
+	/* verbs without an RDMA device (or RDMA support in the build): says why */
+	o.transport = "verbs";
+	rc = cn_client_connect(addr, &o, &c);
+	if (!rdma_device_present()) {
+		const char *m = cn_client_errmsg(c);
+		const char *why = strstr(m, "transport verbs is not usable: ");
+
+		assert_int_equal(rc, -ENODEV);
+		assert_non_null(why);
+		assert_true(strlen(why) > strlen("transport verbs is not usable: ") + 3);
+		assert_non_null(strstr(m, addr));
+	} else {
+		/* nothing listens there: refused, unreachable or timed out over verbs */
+		assert_true(rc < 0);
+		assert_non_null(strstr(cn_client_errmsg(c), "verbs"));
+	}
+	cn_client_close(&c);
+
+	/* auto: tcp when verbs is not usable or the node does not answer RDMA */
+	peer_start(&p, script_ping_echo, false, 0);
+	o.transport = "auto";
+	assert_int_equal(cn_client_connect(p.addr, &o, &c), 0);
+	assert_string_equal(cn_client_transport(c), "tcp");
+	assert_string_equal(cn_client_errmsg(c), "");
+	assert_int_equal(cn_client_ping(c), 0);
+	cn_client_close(&c);
+	peer_finish(&p);
+
+	/* tcp named, with an RDMA device that tcp ignores */
+	peer_start(&p, script_ping_echo, false, 0);
+	o.transport = "tcp";
+	o.rdma_dev = "no-such-dev0";
+	assert_int_equal(cn_client_connect(p.addr, &o, &c), 0);
+	assert_string_equal(cn_client_transport(c), "tcp");
+	assert_int_equal(cn_client_ping(c), 0);
+	cn_client_close(&c);
+	peer_finish(&p);
+}
+
+/* Over tcp registration does nothing and STORE stays inline. */
+static void test_tcp_mem_register_noop(void **state)
+{
+	static uint8_t buf[8192];
+	struct cn_client *c;
+	struct cn_key k;
+	struct peer p;
+
+	make_key(&k, 0);
+	peer_start(&p, script_inline_store, false, 0);
+	c = connect_peer(&p);
+	assert_string_equal(cn_client_transport(c), "tcp");
+	assert_int_equal(cn_client_mem_register(c, buf, sizeof(buf)), 0);
+	assert_int_equal(cn_client_mem_register(c, buf, sizeof(buf)), 0); /* no table: no -EEXIST */
+	assert_int_equal(cn_client_mem_register(c, NULL, 0), 0);
+	memcpy(buf, small_chunk, 5);
+	assert_int_equal(cn_client_store(c, &k, buf, 5), 0);
+	assert_int_equal(cn_client_mem_unregister(c, buf), 0);
+	assert_int_equal(cn_client_mem_unregister(c, buf + 1), 0); /* never registered: still 0 */
+	assert_int_equal(cn_client_ping(c), 0);
+	cn_client_close(&c);
+	peer_finish(&p);
+	assert_int_equal(cn_client_mem_register(NULL, buf, 1), -EINVAL);
+	assert_int_equal(cn_client_mem_unregister(NULL, buf), -EINVAL);
+}
+
+#ifdef HAVE_TRANSPORT_H
+
+#define FAKE_MAX_MR 256
+
+struct fake_mr {
+	bool live;
+	uintptr_t start;
+	size_t len;
+	uint32_t rkey;
+};
+
+/* The fake transport's registration table, shared by the client and the peer. */
+struct fake_rdma {
+	pthread_mutex_t lock;
+	struct fake_mr mr[FAKE_MAX_MR];
+	unsigned live, regs, deregs, bad_deregs;
+	int live_at_close; /* registrations still live when the connection closed; -1 before */
+	int fail_at;	   /* the fail_at-th mem_reg from now fails with -ENOMEM; 0 never */
+};
+
+/* The fake transport's connection: a TCP connection and the table. */
+struct cn_tconn {
+	void *tcp;
+	struct fake_rdma *f;
+};
+
+static void fake_init(struct fake_rdma *f)
+{
+	memset(f, 0, sizeof(*f));
+	pthread_mutex_init(&f->lock, NULL);
+	f->live_at_close = -1;
+}
+
+static int fake_sendv(struct cn_tconn *t, const struct iovec *iov, int iovcnt, unsigned flags)
+{
+	return cn_tcp_ops.sendv(t->tcp, iov, iovcnt, flags);
+}
+
+static int fake_recv(struct cn_tconn *t, void *buf, size_t len)
+{
+	return cn_tcp_ops.recv(t->tcp, buf, len);
+}
+
+static void fake_close(struct cn_tconn **pt)
+{
+	struct cn_tconn *t = *pt, *tcp;
+
+	if (t == NULL)
+		return;
+	pthread_mutex_lock(&t->f->lock);
+	t->f->live_at_close = (int)t->f->live;
+	pthread_mutex_unlock(&t->f->lock);
+	tcp = t->tcp;
+	cn_tcp_ops.close(&tcp);
+	free(t);
+	*pt = NULL;
+}
+
+static int fake_mem_reg(struct cn_tconn *t, void *addr, size_t len, void **handle, uint32_t *rkey)
+{
+	struct fake_rdma *f = t->f;
+	int rc = -ENOSPC;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->fail_at > 0 && --f->fail_at == 0) {
+		pthread_mutex_unlock(&f->lock);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < FAKE_MAX_MR; i++) {
+		if (f->mr[i].live)
+			continue;
+		f->regs++;
+		f->mr[i] = (struct fake_mr){true, (uintptr_t)addr, len, 0xab000000u | f->regs};
+		f->live++;
+		*handle = &f->mr[i];
+		*rkey = f->mr[i].rkey;
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+static void fake_mem_dereg(struct cn_tconn *t, void *handle)
+{
+	struct fake_rdma *f = t->f;
+	struct fake_mr *mr = handle;
+
+	if (mr == NULL)
+		return;
+	pthread_mutex_lock(&f->lock);
+	if (mr < f->mr || mr >= f->mr + FAKE_MAX_MR || !mr->live) {
+		f->bad_deregs++;
+	} else {
+		mr->live = false;
+		f->live--;
+		f->deregs++;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+static const struct cn_transport_ops fake_rdma_ops = {
+	.name = "fake-rdma",
+	.sendv = fake_sendv,
+	.recv = fake_recv,
+	.close = fake_close,
+	.mem_reg = fake_mem_reg,
+	.mem_dereg = fake_mem_dereg,
+};
+
+static unsigned fake_live(struct fake_rdma *f)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->live;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
+/* Does @rkey name a live registration that covers [addr, addr + len)? */
+static bool fake_covers(struct fake_rdma *f, uint32_t rkey, uint64_t addr, uint32_t len)
+{
+	bool ok = false;
+
+	pthread_mutex_lock(&f->lock);
+	for (unsigned i = 0; i < FAKE_MAX_MR && !ok; i++) {
+		const struct fake_mr *m = &f->mr[i];
+
+		ok = m->live && m->rkey == rkey && addr >= m->start &&
+		     addr + len <= m->start + m->len;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return ok;
+}
+
+/* Connect over TCP and make a client of it with the fake RDMA transport. */
+static struct cn_client *connect_fake(struct peer *p, struct fake_rdma *f)
+{
+	struct cn_connect_cfg cfg = {.addr = p->addr, .timeout_ms = 3000};
+	struct cn_client_opts o = {.timeout_ms = 3000};
+	struct cn_tconn *t = calloc(1, sizeof(*t)), *tcp = NULL;
+	struct cn_client *c = NULL;
+
+	assert_non_null(t);
+	assert_int_equal(cn_tcp_ops.connect(&cfg, &tcp), 0);
+	t->tcp = tcp;
+	t->f = f;
+	if (cn_client_open(&fake_rdma_ops, t, &o, &c) != 0)
+		fail_msg("open: %s", cn_client_errmsg(c));
+	assert_string_equal(cn_client_transport(c), "fake-rdma");
+	return c;
+}
+
+struct rdma_desc {
+	uint8_t key[CN_KEY_LEN];
+	uint32_t len; /* STORE: len; RETRIEVE: cap */
+	uint32_t rkey;
+	uint64_t addr;
+};
+
+/*
+ * Read a CN_F_RDMA request of @n keys (make_key(0 .. n-1)) and decode its
+ * descriptors by hand: u32 n, u32 0, n x {key[32], u32 len, u32 rkey, u64 addr},
+ * and nothing after them.
+ */
+static int peer_expect_rdma(struct peer *p, uint8_t op, uint32_t n, uint64_t *id,
+			    struct rdma_desc *d)
+{
+	uint8_t m[8 + 48 * 8];
+	uint32_t plen;
+
+	if (peer_expect_hdr_flags(p, op, CN_F_RDMA, id, &plen) < 0)
+		return -1;
+	PCHECK(p, n <= 8 && plen == 8 + 48 * n);
+	PCHECK(p, peer_read(p, m, plen) == 0);
+	PCHECK(p, m[0] == n && m[1] == 0 && m[2] == 0 && m[3] == 0);
+	PCHECK(p, !memcmp(m + 4, "\0\0\0\0", 4));
+	if (check_keys(p, m + 8, n, 48) < 0)
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *e = m + 8 + 48 * i;
+
+		memcpy(d[i].key, e, CN_KEY_LEN);
+		d[i].len = (uint32_t)e[32] | (uint32_t)e[33] << 8 | (uint32_t)e[34] << 16 |
+			   (uint32_t)e[35] << 24;
+		d[i].rkey = (uint32_t)e[36] | (uint32_t)e[37] << 8 | (uint32_t)e[38] << 16 |
+			    (uint32_t)e[39] << 24;
+		d[i].addr = 0;
+		for (int b = 7; b >= 0; b--)
+			d[i].addr = d[i].addr << 8 | e[40 + b];
+	}
+	return 0;
+}
+
+static uint8_t rdma_stored[3][3000]; /* what the peer "read" from the client */
+
+static int script_rdma_store_retrieve(struct peer *p)
+{
+	struct rdma_desc d[8];
+	uint8_t rep[64], want[3000];
+	uint64_t id;
+	uint32_t plen;
+
+	/* STORE: k0, k1 inside the registered region, k2 in a loose buffer */
+	if (peer_expect_rdma(p, CN_OP_STORE, 3, &id, d) < 0)
+		return -1;
+	PCHECK(p, d[0].len == 100 && d[1].len == 3000 && d[2].len == 500);
+	PCHECK(p, d[0].rkey == d[1].rkey);   /* the region's */
+	PCHECK(p, d[2].rkey != d[0].rkey);   /* registered for this request */
+	PCHECK(p, d[1].addr == d[0].addr + 1000);
+	for (int i = 0; i < 3; i++) {
+		PCHECK(p, fake_covers(p->rdma, d[i].rkey, d[i].addr, d[i].len));
+		memcpy(rdma_stored[i], (const void *)(uintptr_t)d[i].addr, d[i].len);
+		fill_pattern(want, d[i].len, (unsigned)i + 1);
+		PCHECK(p, !memcmp(rdma_stored[i], want, d[i].len));
+	}
+	memset(rep, 0, sizeof(rep));
+	cn_put_le32(rep, 3);
+	cn_put_le32(rep + 8, CN_OK);
+	cn_put_le32(rep + 12, CN_OK);
+	cn_put_le32(rep + 16, CN_E_EXIST);
+	if (peer_reply(p, CN_OP_STORE, CN_F_RESPONSE, id, CN_OK, rep, 20) < 0)
+		return -1;
+
+	/*
+	 * RETRIEVE of 5: k0 -> region (hit), k1 -> loose buffer (hit), k2 -> cap
+	 * 100 for 500 bytes (too big, nothing written), k3 missing, k4 missing
+	 * with cap 0 (no memory named).
+	 */
+	if (peer_expect_rdma(p, CN_OP_RETRIEVE, 5, &id, d) < 0)
+		return -1;
+	PCHECK(p, d[0].len == 4096 && d[1].len == 3000 && d[2].len == 100 && d[3].len == 50);
+	PCHECK(p, d[4].len == 0 && d[4].rkey == 0 && d[4].addr == 0);
+	PCHECK(p, d[0].rkey == d[2].rkey && d[0].rkey == d[3].rkey && d[1].rkey != d[0].rkey);
+	for (int i = 0; i < 4; i++)
+		PCHECK(p, fake_covers(p->rdma, d[i].rkey, d[i].addr, d[i].len));
+	memcpy((void *)(uintptr_t)d[0].addr, rdma_stored[0], 100);
+	memcpy((void *)(uintptr_t)d[1].addr, rdma_stored[1], 3000);
+	memset(rep, 0, sizeof(rep));
+	cn_put_le32(rep, 5);
+	cn_put_le32(rep + 8, CN_OK);
+	cn_put_le32(rep + 12, 100);
+	cn_put_le32(rep + 16, CN_OK);
+	cn_put_le32(rep + 20, 3000);
+	cn_put_le32(rep + 24, CN_E_TOOBIG);
+	cn_put_le32(rep + 28, 500);
+	cn_put_le32(rep + 32, CN_E_NOENT);
+	cn_put_le32(rep + 40, CN_E_NOENT);
+	if (peer_reply(p, CN_OP_RETRIEVE, CN_F_RESPONSE, id, CN_OK, rep, 8 + 5 * 8) < 0)
+		return -1;
+
+	/* everything else is the plain protocol */
+	if (peer_expect_hdr(p, CN_OP_LOOKUP, &id, &plen) < 0)
+		return -1;
+	PCHECK(p, plen == 8 + 32 && peer_read(p, rep, plen) == 0);
+	memset(rep, 0, sizeof(rep));
+	cn_put_le32(rep, 1);
+	cn_put_le32(rep + 4, 1);
+	rep[8] = CN_TIER_L1;
+	if (peer_reply(p, CN_OP_LOOKUP, CN_F_RESPONSE, id, CN_OK, rep, 9) < 0)
+		return -1;
+	return script_ping_echo(p);
+}
+
+static void test_rdma_store_retrieve(void **state)
+{
+	static uint8_t region[16384], loose[500], loose2[3000];
+	struct cn_key keys[5];
+	struct cn_buf sb[3] = {{region, 100, 100}, {region + 1000, 3000, 3000}, {loose, 500, 500}};
+	struct cn_buf rb[5] = {{region + 8192, 77, 4096}, {loose2, 77, 3000},
+			       {region + 12288, 77, 100}, {region + 13000, 77, 50}, {NULL, 77, 0}};
+	int32_t st[5] = {-1, -1, -1, -1, -1};
+	struct cn_req r = {.op = CN_OP_STORE, .nkeys = 3, .keys = keys, .bufs = sb, .status = st};
+	uint8_t want[3000], tiers[1];
+	uint32_t prefix = 0;
+	struct fake_rdma f;
+	struct cn_client *c;
+	struct peer p;
+
+	for (int i = 0; i < 5; i++)
+		make_key(&keys[i], (uint8_t)i);
+	fill_pattern(region, 100, 1);
+	fill_pattern(region + 1000, 3000, 2);
+	fill_pattern(loose, sizeof(loose), 3);
+	fake_init(&f);
+	peer_start_rdma(&p, script_rdma_store_retrieve, false, 0, &f);
+	c = connect_fake(&p, &f);
+	assert_int_equal(cn_client_mem_register(c, region, sizeof(region)), 0);
+	assert_int_equal(fake_live(&f), 1);
+
+	assert_int_equal(cn_client_exec(c, &r), 0); /* CN_E_EXIST is a success, as inline */
+	assert_int_equal(st[0], CN_OK);
+	assert_int_equal(st[1], CN_OK);
+	assert_int_equal(st[2], CN_E_EXIST);
+	/* the loose buffer was registered for the request and released after it */
+	assert_int_equal(f.regs, 2);
+	assert_int_equal(fake_live(&f), 1);
+
+	r = (struct cn_req){.op = CN_OP_RETRIEVE, .nkeys = 5, .keys = keys, .bufs = rb,
+			    .status = st};
+	assert_int_equal(cn_client_exec(c, &r), -ENOBUFS); /* key 2 first failed */
+	assert_int_equal(st[0], CN_OK);
+	assert_int_equal(st[1], CN_OK);
+	assert_int_equal(st[2], CN_E_TOOBIG);
+	assert_int_equal(st[3], CN_E_NOENT);
+	assert_int_equal(st[4], CN_E_NOENT);
+	assert_int_equal(rb[0].len, 100);
+	assert_int_equal(rb[1].len, 3000);
+	assert_int_equal(rb[2].len, 500); /* its size, as the inline path reports it */
+	assert_int_equal(rb[3].len, 0);
+	assert_int_equal(rb[4].len, 0);
+	fill_pattern(want, 100, 1);
+	assert_memory_equal(region + 8192, want, 100);
+	fill_pattern(want, 3000, 2);
+	assert_memory_equal(loose2, want, 3000);
+	assert_string_equal(cn_client_errmsg(c), "retrieve: key 2 of 5: chunk of 500 bytes "
+						 "does not fit the buffer (cap 100)");
+	assert_int_equal(fake_live(&f), 1);
+
+	assert_int_equal(cn_client_lookup(c, keys, 1, &prefix, tiers), 0);
+	assert_int_equal(prefix, 1);
+	assert_int_equal(cn_client_ping(c), 0);
+	cn_client_close(&c);
+	peer_finish(&p);
+	/* close deregistered the region, before the connection went */
+	assert_int_equal(f.live, 0);
+	assert_int_equal(f.live_at_close, 0);
+	assert_int_equal(f.bad_deregs, 0);
+	assert_int_equal(f.regs, f.deregs);
+	pthread_mutex_destroy(&f.lock);
+}
+
+static int script_rdma_regions(struct peer *p)
+{
+	struct rdma_desc d[2];
+	uint8_t rep[16] = {0};
+	uint64_t id;
+
+	/* the STORE that kept the region busy */
+	if (peer_expect_rdma(p, CN_OP_STORE, 1, &id, d) < 0)
+		return -1;
+	PCHECK(p, d[0].len == 64 && fake_covers(p->rdma, d[0].rkey, d[0].addr, 64));
+	cn_put_le32(rep, 1);
+	if (peer_reply(p, CN_OP_STORE, CN_F_RESPONSE, id, CN_OK, rep, 12) < 0)
+		return -1;
+	/* the stores whose registration failed never arrive: the ping is next */
+	return script_ping_echo(p);
+}
+
+static void test_rdma_regions(void **state)
+{
+	static uint8_t a[8192], many[64][64], loose[2][64];
+	struct cn_buf b = {a, 64, 64}, lb[2] = {{loose[0], 64, 64}, {loose[1], 64, 64}};
+	struct cn_req r = {.op = CN_OP_STORE, .nkeys = 1, .bufs = &b}, *done;
+	struct cn_key keys[2];
+	struct fake_rdma f;
+	struct cn_client *c;
+	struct peer p;
+
+	make_key(&keys[0], 0);
+	make_key(&keys[1], 1);
+	r.keys = keys;
+	fake_init(&f);
+	peer_start_rdma(&p, script_rdma_regions, false, 0, &f);
+	c = connect_fake(&p, &f);
+
+	assert_int_equal(cn_client_mem_register(c, NULL, 10), -EINVAL);
+	assert_int_equal(cn_client_mem_register(c, a, 0), -EINVAL);
+	assert_int_equal(cn_client_mem_register(c, a, 4096), 0);
+	assert_int_equal(cn_client_mem_register(c, a + 100, 10), -EEXIST);
+	assert_int_equal(cn_client_mem_register(c, a, 4096), -EEXIST);
+	assert_non_null(strstr(cn_client_errmsg(c), "overlaps"));
+	assert_int_equal(cn_client_mem_register(c, a + 4096, 4096), 0); /* adjacent is fine */
+	assert_int_equal(cn_client_mem_register(c, a + 4000, 200), -EEXIST); /* straddles both */
+	assert_int_equal(cn_client_mem_unregister(c, a + 1), -ENOENT);
+	assert_non_null(strstr(cn_client_errmsg(c), "no region"));
+	assert_int_equal(cn_client_mem_unregister(c, a + 4096), 0);
+	assert_int_equal(cn_client_mem_unregister(c, a + 4096), -ENOENT);
+
+	/* the table holds CN_CLIENT_MAX_REGIONS */
+	for (int i = 0; i < CN_CLIENT_MAX_REGIONS - 1; i++)
+		assert_int_equal(cn_client_mem_register(c, many[i], 64), 0);
+	assert_int_equal(cn_client_mem_register(c, many[63], 64), -ENOSPC);
+	assert_non_null(strstr(cn_client_errmsg(c), "regions registered already"));
+	for (int i = 0; i < CN_CLIENT_MAX_REGIONS - 1; i++)
+		assert_int_equal(cn_client_mem_unregister(c, many[i]), 0);
+	assert_int_equal(fake_live(&f), 1);
+
+	/* a region an outstanding request names cannot go */
+	assert_int_equal(cn_client_submit(c, &r), 0);
+	assert_int_equal(cn_client_mem_unregister(c, a), -EBUSY);
+	assert_non_null(strstr(cn_client_errmsg(c), "outstanding"));
+	assert_int_equal(cn_client_wait(c, &done), 0);
+	assert_int_equal(done->result, 0);
+	assert_int_equal(cn_client_mem_unregister(c, a), 0);
+	assert_int_equal(fake_live(&f), 0);
+
+	/* registration failures: nothing is sent, nothing stays registered */
+	f.fail_at = 1;
+	assert_int_equal(cn_client_mem_register(c, a, 64), -ENOMEM);
+	assert_non_null(strstr(cn_client_errmsg(c), "ulimit -l"));
+	f.fail_at = 1;
+	assert_int_equal(cn_client_store(c, &keys[0], loose[0], 64), -ENOMEM);
+	assert_non_null(strstr(cn_client_errmsg(c), "ulimit -l"));
+	f.fail_at = 2; /* the second key's registration fails: the first's is undone */
+	r = (struct cn_req){.op = CN_OP_STORE, .nkeys = 2, .keys = keys, .bufs = lb};
+	assert_int_equal(cn_client_submit(c, &r), -ENOMEM);
+	assert_int_equal(r.result, -ENOMEM);
+	assert_non_null(strstr(cn_client_errmsg(c), "key 1"));
+	assert_int_equal(cn_client_outstanding(c), 0);
+	assert_int_equal(fake_live(&f), 0);
+	assert_int_equal(f.regs, f.deregs);
+	assert_int_equal(cn_client_ping(c), 0);
+
+	cn_client_close(&c);
+	peer_finish(&p);
+	assert_int_equal(f.bad_deregs, 0);
+	pthread_mutex_destroy(&f.lock);
+}
+
+/* The node hangs up with a request in flight. */
+static int script_rdma_hangup(struct peer *p)
+{
+	struct rdma_desc d[2];
+	uint64_t id;
+
+	if (peer_expect_rdma(p, CN_OP_RETRIEVE, 2, &id, d) < 0)
+		return -1;
+	close(p->fd);
+	p->fd = -1;
+	return 0;
+}
+
+static void test_rdma_connection_loss(void **state)
+{
+	static uint8_t reg[4096], loose[4096];
+	struct cn_buf b[2] = {{reg, 0, sizeof(reg)}, {loose, 0, sizeof(loose)}};
+	struct cn_req r, *done;
+	struct cn_key keys[2];
+	struct fake_rdma f;
+	struct cn_client *c;
+	struct peer p;
+
+	make_key(&keys[0], 0);
+	make_key(&keys[1], 1);
+	fake_init(&f);
+	peer_start_rdma(&p, script_rdma_hangup, false, 0, &f);
+	c = connect_fake(&p, &f);
+	assert_int_equal(cn_client_mem_register(c, reg, sizeof(reg)), 0);
+	r = (struct cn_req){.op = CN_OP_RETRIEVE, .nkeys = 2, .keys = keys, .bufs = b};
+	assert_int_equal(cn_client_submit(c, &r), 0);
+	assert_int_equal(fake_live(&f), 2); /* the region and the loose buffer */
+	assert_int_equal(cn_client_wait(c, &done), -ECONNRESET);
+	assert_int_equal(r.result, -ECONNRESET);
+	/* everything went with the connection, before it was closed */
+	assert_int_equal(fake_live(&f), 0);
+	assert_int_equal(f.live_at_close, 0);
+	/* the region's entry is still there to unregister; new ones need a connection */
+	assert_int_equal(cn_client_mem_unregister(c, reg), 0);
+	assert_int_equal(cn_client_mem_unregister(c, reg), -ENOENT);
+	assert_int_equal(cn_client_mem_register(c, reg, sizeof(reg)), -ENOTCONN);
+	peer_finish(&p);
+	cn_client_close(&c);
+	assert_int_equal(f.bad_deregs, 0);
+	assert_int_equal(f.regs, f.deregs);
+	pthread_mutex_destroy(&f.lock);
+}
+
+#else /* !HAVE_TRANSPORT_H */
+
+static void skip_no_transport_h(void)
+{
+	print_message("skipped: test_client is built without transport/cn_transport.h "
+		      "(add transport_dep to its dependencies) so the fake RDMA transport "
+		      "cannot be made\n");
+	skip();
+}
+
+static void test_rdma_store_retrieve(void **state)
+{
+	skip_no_transport_h();
+}
+
+static void test_rdma_regions(void **state)
+{
+	skip_no_transport_h();
+}
+
+static void test_rdma_connection_loss(void **state)
+{
+	skip_no_transport_h();
+}
+
+#endif /* HAVE_TRANSPORT_H */
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1077,6 +1731,11 @@ int main(void)
 		cmocka_unit_test(test_bad_reply),
 		cmocka_unit_test(test_hangup),
 		cmocka_unit_test(test_flow_control),
+		cmocka_unit_test(test_transport_choice),
+		cmocka_unit_test(test_tcp_mem_register_noop),
+		cmocka_unit_test(test_rdma_store_retrieve),
+		cmocka_unit_test(test_rdma_regions),
+		cmocka_unit_test(test_rdma_connection_loss),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
