@@ -10,7 +10,7 @@ bench=$BUILD/tools/cachenode-rdma-bench
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 VM_TIMEOUT=${VM_TIMEOUT:-900} tests/rdma/vm.sh run "$BUILD/tests/rdma-vm" tests/rdma/bench-rdma.sh \
-	"$bench" | tee "$out"
+	"$bench" "$BUILD/node/cachenode" "$BUILD/tools/cachenode-bench" | tee "$out"
 if [ -z "${NO_DOC:-}" ]; then
 	python3 - docs/benchmarks.md "$out" <<'PY'
 import sys, datetime, re

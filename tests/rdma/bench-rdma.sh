@@ -1,9 +1,15 @@
 #!/bin/sh
-# perftest vs cachenode-rdma-bench (raw verbs primitives), side by side in one VM boot. Runs
-# INSIDE the VM of tests/rdma/vm.sh (busybox sh), in /work:
+# perftest vs cachenode, side by side in one VM boot: the raw verbs primitives
+# (cachenode-rdma-bench) and the node itself over the verbs transport (cachenode +
+# cachenode-bench --transport verbs, chunk-level store and retrieve). Runs INSIDE the VM of
+# tests/rdma/vm.sh (busybox sh), in /work:
 #
-#   VM_TIMEOUT=300 tests/rdma/vm.sh run CACHE tests/rdma/bench-rdma.sh \
-#       build/tools/cachenode-rdma-bench
+#   VM_TIMEOUT=900 tests/rdma/vm.sh run CACHE tests/rdma/bench-rdma.sh \
+#       build/tools/cachenode-rdma-bench build/node/cachenode build/tools/cachenode-bench
+#
+# Chunk level: retrieve (the node RDMA-WRITEs each chunk into the client's registered buffer)
+# is compared with ib_write_bw, store (the node RDMA-READs it) with ib_read_bw, same size, one
+# connection (one QP) with CHUNK_DEPTH requests in flight.
 #
 # Soft-RoCE under software emulation: absolute numbers mean nothing, the ratios do. Bandwidth
 # compares BW average (MB/s, 2^20), latency compares t_typical (median, usec) of a READ round
@@ -18,6 +24,8 @@ PORT=${PORT:-7701}
 BW_ITERS_64K=${BW_ITERS_64K:-3000}
 BW_ITERS_1M=${BW_ITERS_1M:-300}
 LAT_ITERS=${LAT_ITERS:-3000}
+CHUNK_DEPTH=${CHUNK_DEPTH:-16}
+CHUNK_SECS=${CHUNK_SECS:-8}
 T=/usr/bin/timeout
 fails=0
 : >table.txt
@@ -75,6 +83,7 @@ for op in write read; do
 		j=$(ours --raw $op --size $size --iters $n)
 		echo "ours:     $j"
 		row "${op}_bw ${size}B MB/s" "$pt" "$(jnum "$j" bw_avg_mbs)"
+		eval "pt_${op}_${size}=$pt"
 	done
 done
 for size in 2 64; do
@@ -90,8 +99,46 @@ done
 
 kill $srv
 wait $srv 2>/dev/null
+
+# The node over verbs on the same device: chunk-level bandwidth against perftest's.
+if [ -x ./cachenode ] && [ -x ./cachenode-bench ]; then
+	echo "+ cachenode --listen $ADDR:7700 --transport verbs --rdma-dev $DEV --l1-size 512M" \
+		"--max-chunk 2M --workers 1 --http off" >&2
+	./cachenode --listen "$ADDR:7700" --transport verbs --rdma-dev "$DEV" --l1-size 512M \
+		--max-chunk 2M --workers 1 --http off >node.log 2>&1 &
+	nd=$!
+	i=0
+	while ! grep -q 'serving on' node.log && [ $i -lt 300 ]; do
+		i=$((i + 1))
+		sleep 0.1
+	done
+	for size in 65536 1048576; do
+		for op in retrieve store; do
+			echo "+ cachenode-bench --transport verbs --rdma-dev $DEV --node $ADDR:7700" \
+				"--op $op --size $size --depth $CHUNK_DEPTH --duration $CHUNK_SECS --json" >&2
+			$T 120 ./cachenode-bench --transport verbs --rdma-dev "$DEV" --node "$ADDR:7700" \
+				--op $op --size $size --depth "$CHUNK_DEPTH" --duration "$CHUNK_SECS" \
+				--json >chunk.log 2>&1
+			crc=$?
+			j=$(tail -n 1 chunk.log)
+			echo "ours:     $j"
+			if [ $crc -ne 0 ] || ! printf '%s\n' "$j" | grep -q '"transport": "verbs"'; then
+				cat chunk.log node.log >&2
+				fails=$((fails + 1))
+			fi
+			mbs=$(awk -v g="$(jnum "$j" gbytes_per_s)" 'BEGIN { printf "%.2f", g * 1e9 / 1048576 }')
+			if [ $op = retrieve ]; then
+				row "retrieve ${size}B MB/s" "$(eval echo "\$pt_write_$size")" "$mbs"
+			else
+				row "store ${size}B MB/s" "$(eval echo "\$pt_read_$size")" "$mbs"
+			fi
+		done
+	done
+	kill $nd
+	wait $nd || { cat node.log >&2; fails=$((fails + 1)); }
+fi
 echo
-echo "=== perftest vs cachenode-rdma-bench on $DEV (soft-RoCE, emulated: compare ratios) ==="
+echo "=== perftest vs cachenode on $DEV (soft-RoCE, emulated: compare ratios) ==="
 printf '%-22s %12s %12s %8s\n' "test" "perftest" "ours" "ours/pt"
 cat table.txt
 echo "bench-rdma: $fails failed run(s)"

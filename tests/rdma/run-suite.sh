@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The rdma suite (meson test --suite rdma): real verbs on soft-RoCE inside qemu.
-# Usage: run-suite.sh CACHE-DIR [cachenode-rdma-bench]
+# Usage: run-suite.sh CACHE-DIR [cachenode-rdma-bench [cachenode cachenode-rdma-check]]
 #   1. one VM, both ends on rxe0: perftest sanity, then the project's verbs tests
 #      (tests/rdma/test_verbs.sh) when the verbs build produced cachenode-rdma-bench;
-#   2. two VMs (two hosts, one rxe each, a virtual link): RC traffic between the hosts.
+#   2. two VMs (two hosts, one rxe each, a virtual link): RC traffic between the hosts, then
+#      the node suite: cachenode serving over verbs on one host, real clients on the other
+#      (tests/rdma/node_vm.sh, client_vm.sh).
 # Exit 77 (skipped) only when qemu or the kernel package cannot be had.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=$1
 bench=${2:-}
+node=${3:-}
+check=${4:-}
 vm=$here/vm.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -50,4 +54,12 @@ exit 1
 VM
 echo "--- two VMs"
 VM_TIMEOUT=${VM_TIMEOUT:-600} "$vm" run2 "$cache" "$work/node.sh" "$work/client.sh" || exit $?
+if [ -n "$node" ] && [ -x "$node" ] && [ -n "$check" ] && [ -x "$check" ]; then
+	echo "--- two VMs: the node over verbs"
+	VM_TIMEOUT=${VM_TIMEOUT:-900} "$vm" run2 "$cache" "$here/node_vm.sh" "$here/client_vm.sh" \
+		"$node" "$check" || exit $?
+else
+	echo "rdma suite: the node suite needs cachenode and cachenode-rdma-check (verbs build)"
+	exit 1
+fi
 echo "rdma suite: all passed"
