@@ -9,7 +9,7 @@
 #
 # Chunk level: retrieve (the node RDMA-WRITEs each chunk into the client's registered buffer)
 # is compared with ib_write_bw, store (the node RDMA-READs it) with ib_read_bw, same size, one
-# connection (one QP) with CHUNK_DEPTH requests in flight.
+# connection (one QP), with 1 and with 16 requests in flight (CHUNK_DEPTHS).
 #
 # Soft-RoCE under software emulation: absolute numbers mean nothing, the ratios do. Bandwidth
 # compares BW average (MB/s, 2^20), latency compares t_typical (median, usec) of a READ round
@@ -24,7 +24,7 @@ PORT=${PORT:-7701}
 BW_ITERS_64K=${BW_ITERS_64K:-3000}
 BW_ITERS_1M=${BW_ITERS_1M:-300}
 LAT_ITERS=${LAT_ITERS:-3000}
-CHUNK_DEPTH=${CHUNK_DEPTH:-16}
+CHUNK_DEPTHS=${CHUNK_DEPTHS:-1 16}
 CHUNK_SECS=${CHUNK_SECS:-8}
 T=/usr/bin/timeout
 fails=0
@@ -100,6 +100,27 @@ done
 kill $srv
 wait $srv 2>/dev/null
 
+# One chunk-level run: the node's bandwidth in MB/s (2^20) against perftest's for that size.
+chunk_row() { # op size depth
+	echo "+ cachenode-bench --transport verbs --rdma-dev $DEV --node $ADDR:7700" \
+		"--op $1 --size $2 --depth $3 --duration $CHUNK_SECS --json" >&2
+	$T 120 ./cachenode-bench --transport verbs --rdma-dev "$DEV" --node "$ADDR:7700" \
+		--op "$1" --size "$2" --depth "$3" --duration "$CHUNK_SECS" --json >chunk.log 2>&1
+	crc=$?
+	j=$(tail -n 1 chunk.log)
+	echo "ours:     $j"
+	if [ $crc -ne 0 ] || ! printf '%s\n' "$j" | grep -q '"transport": "verbs"'; then
+		cat chunk.log node.log >&2
+		fails=$((fails + 1))
+	fi
+	mbs=$(awk -v g="$(jnum "$j" gbytes_per_s)" 'BEGIN { printf "%.2f", g * 1e9 / 1048576 }')
+	if [ "$1" = retrieve ]; then
+		row "retrieve ${2}B d$3 MB/s" "$(eval echo "\$pt_write_$2")" "$mbs"
+	else
+		row "store ${2}B d$3 MB/s" "$(eval echo "\$pt_read_$2")" "$mbs"
+	fi
+}
+
 # The node over verbs on the same device: chunk-level bandwidth against perftest's.
 if [ -x ./cachenode ] && [ -x ./cachenode-bench ]; then
 	echo "+ cachenode --listen $ADDR:7700 --transport verbs --rdma-dev $DEV --l1-size 512M" \
@@ -113,25 +134,10 @@ if [ -x ./cachenode ] && [ -x ./cachenode-bench ]; then
 		sleep 0.1
 	done
 	for size in 65536 1048576; do
-		for op in retrieve store; do
-			echo "+ cachenode-bench --transport verbs --rdma-dev $DEV --node $ADDR:7700" \
-				"--op $op --size $size --depth $CHUNK_DEPTH --duration $CHUNK_SECS --json" >&2
-			$T 120 ./cachenode-bench --transport verbs --rdma-dev "$DEV" --node "$ADDR:7700" \
-				--op $op --size $size --depth "$CHUNK_DEPTH" --duration "$CHUNK_SECS" \
-				--json >chunk.log 2>&1
-			crc=$?
-			j=$(tail -n 1 chunk.log)
-			echo "ours:     $j"
-			if [ $crc -ne 0 ] || ! printf '%s\n' "$j" | grep -q '"transport": "verbs"'; then
-				cat chunk.log node.log >&2
-				fails=$((fails + 1))
-			fi
-			mbs=$(awk -v g="$(jnum "$j" gbytes_per_s)" 'BEGIN { printf "%.2f", g * 1e9 / 1048576 }')
-			if [ $op = retrieve ]; then
-				row "retrieve ${size}B MB/s" "$(eval echo "\$pt_write_$size")" "$mbs"
-			else
-				row "store ${size}B MB/s" "$(eval echo "\$pt_read_$size")" "$mbs"
-			fi
+		for depth in $CHUNK_DEPTHS; do
+			for op in retrieve store; do
+				chunk_row $op $size $depth
+			done
 		done
 	done
 	kill $nd
