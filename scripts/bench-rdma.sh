@@ -18,7 +18,8 @@ doc, raw = sys.argv[1], open(sys.argv[2]).read()
 lines = raw.splitlines()
 start = next(i for i, l in enumerate(lines) if l.startswith("=== perftest vs"))
 end = next(i for i, l in enumerate(lines) if l.startswith("bench-rdma:"))
-cmds = [l for l in lines if l.startswith("+ ")]
+cmds = ["+ " + l.split("+ ", 1)[1] for l in lines
+        if l.startswith("+ ") or (l.startswith("Booting") and "+ " in l)]
 table = "```\n" + "\n".join(lines[start:end + 1]) + "\n```"
 if cmds:
     table += "\n\nCommands run in the VM:\n\n```\n" + "\n".join(c[2:] for c in cmds) + "\n```"

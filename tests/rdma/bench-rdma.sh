@@ -67,7 +67,7 @@ jnum() { # json key
 
 row() { # name perftest ours
 	r=$(awk -v a="$2" -v b="$3" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", b / a; else print "n/a" }')
-	printf '%-22s %12s %12s %8s\n' "$1" "$2" "$3" "$r" | tee -a table.txt
+	printf '%-26s %12s %12s %8s\n' "$1" "$2" "$3" "$r" | tee -a table.txt
 }
 
 $BENCH --server -d "$DEV" --port "$PORT" >server.log 2>&1 &
@@ -145,7 +145,7 @@ if [ -x ./cachenode ] && [ -x ./cachenode-bench ]; then
 fi
 echo
 echo "=== perftest vs cachenode on $DEV (soft-RoCE, emulated: compare ratios) ==="
-printf '%-22s %12s %12s %8s\n' "test" "perftest" "ours" "ours/pt"
+printf '%-26s %12s %12s %8s\n' "test" "perftest" "ours" "ours/pt"
 cat table.txt
 echo "bench-rdma: $fails failed run(s)"
 [ $fails -eq 0 ]

@@ -42,7 +42,17 @@ status_value() { # dotted-free key name -> first number after it in /api/status
 		sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" | head -n 1
 }
 
+cpu_ticks() { # pid -> utime + stime
+	sed -E 's/^.*\) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
 start_node
+# an idle node (no client yet) must not spin: workers block on their completion channels
+t0=$(cpu_ticks $pid)
+sleep 2
+t1=$(cpu_ticks $pid)
+[ $((t1 - t0)) -le 3 ] && pass "idle node used $((t1 - t0)) ticks in 2 s" ||
+	fail "idle node used $((t1 - t0)) ticks in 2 s (busy waiting?)"
 while :; do
 	cmd=$(nc -l -p 9000 | head -n 1)
 	echo "command: $cmd"
