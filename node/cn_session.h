@@ -23,11 +23,18 @@
  *     CN_SESS_RDMA (else, and on any other opcode, a request-level
  *     CN_E_INVAL): the session reserves or pins the slabs and hands the
  *     transport one RDMA READ (STORE) or WRITE (RETRIEVE) per slab through
- *     rdma_next(); it reads no further input until rdma_done() has covered
- *     them all, then commits the chunks together (STORE) or unpins them
- *     (RETRIEVE) and queues the reply. If the connection closes first, the
- *     reserved chunks are aborted (never visible) and the pinned ones
- *     unpinned.
+ *     rdma_next(); when rdma_done() has covered a request's operations it
+ *     commits that request's chunks together (STORE) or unpins them
+ *     (RETRIEVE) and its reply may leave. If the connection closes first,
+ *     the reserved chunks are aborted (never visible) and the pinned ones
+ *     unpinned;
+ *   - consecutive CN_F_RDMA requests are pipelined: while some are in
+ *     flight the session keeps parsing and starts the next one at once,
+ *     unless it shares a key with an in-flight request where either of the
+ *     two is a STORE (it waits until those finished), or the bounds below
+ *     are reached. Any other request is a barrier: it is parsed and run
+ *     only once no RDMA request is in flight. Replies always leave in
+ *     request order (a finished request's reply waits behind earlier ones).
  */
 #ifndef CN_SESSION_H
 #define CN_SESSION_H
@@ -65,6 +72,17 @@
 	X(rdma_retrieve_reqs, COUNTER, "RETRIEVE requests with CN_F_RDMA (payloads RDMA-written)") \
 	X(rdma_aborted, COUNTER, "CN_F_RDMA requests cut by the connection's end mid-RDMA") \
 	X(sessions_open, GAUGE, "sessions open now")
+
+/*
+ * Bounds of RDMA pipelining, per session: at most CN_SESSION_RDMA_MAX_REQS
+ * CN_F_RDMA requests in flight (started, operations not all completed),
+ * naming at most CN_SESSION_RDMA_MAX_BYTES bytes together (STORE chunk
+ * lengths, RETRIEVE caps). A request that would pass either waits, and the
+ * session reads nothing more, until earlier ones finish; a request alone is
+ * always started, however large. One parsed request may wait beyond them.
+ */
+#define CN_SESSION_RDMA_MAX_REQS  16u
+#define CN_SESSION_RDMA_MAX_BYTES (64ull << 20)
 
 struct cn_session_stats {
 	CN_SESSION_METRICS(CN_METRIC_FIELD)

@@ -10,11 +10,22 @@
  * of iovecs (header, meta, then pinned slabs for RETRIEVE).
  *
  * CN_F_RDMA requests (sessions opened with CN_SESS_RDMA) carry no payload
- * bytes in the stream: the session reserves (STORE) or pins (RETRIEVE) the
- * slabs, hands the transport one RDMA operation per slab through rdma_next(),
- * and sits in RX_RDMA, reading nothing, until rdma_done() has covered every
- * operation; then it commits or unpins and queues the reply, so replies stay
- * in request order and a chunk is never visible before its bytes are in.
+ * bytes in the stream: the session parses a request's descriptors into a
+ * struct rreq of its own, reserves (STORE) or pins (RETRIEVE) the slabs and
+ * hands the transport one RDMA operation per slab through rdma_next(). The
+ * started requests form a FIFO (rq_head..rq_tail); operations are handed out
+ * and completed (rdma_done) in that order, so requests finish in it too: a
+ * finished STORE commits at once (never before its bytes are in), a RETRIEVE
+ * unpins. Meanwhile the session keeps parsing: another CN_F_RDMA request
+ * starts at once unless it conflicts with one in flight (a shared key where
+ * either is a STORE) or the bounds of cn_session.h are reached, in which
+ * case it waits, parsed, in RX_WAIT; any other frame is a barrier, left
+ * unparsed in the staging buffer until nothing is in flight.
+ *
+ * Reply order: an RDMA request's reply takes its place in the output FIFO
+ * when the request starts, marked held; tx_iov() stops at the first held
+ * entry, and finishing the request clears the mark. Error replies to later
+ * requests queue behind it like any other.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -38,7 +49,7 @@ enum rx_state {
 	RX_META,    /* want meta_need bytes of the payload in rxb */
 	RX_PAYLOAD, /* STORE payloads, item by item */
 	RX_SKIP,    /* discard the rest of a refused request */
-	RX_RDMA,    /* RDMA operations of a STORE/RETRIEVE outstanding: read nothing */
+	RX_WAIT,    /* a parsed CN_F_RDMA request (wait_req) waits to start: read nothing */
 	RX_DEAD,    /* fatal error queued: read nothing more */
 };
 
@@ -60,10 +71,32 @@ struct tx_ent {
 	size_t sent;
 	unsigned niov;
 	unsigned nrefs;	 /* pinned chunks to unpin once sent */
+	bool held;	 /* RDMA request not finished: send nothing from here on */
 	uint8_t hdr[CN_PROTO_HDR_LEN];
 	uint8_t *meta;	 /* points into the allocation */
 	struct cn_l1_ref *refs;
 	struct iovec *iov;
+};
+
+/*
+ * One CN_F_RDMA STORE or RETRIEVE, from its parsed descriptors until its
+ * last operation completed (or the connection closed). One allocation holds
+ * the struct, the items and a sorted copy of the keys (for conflict checks);
+ * the session owns it. @reply is queued (held) when the request starts and
+ * is owned by the output FIFO from then on.
+ */
+struct rreq {
+	struct rreq *next;
+	uint64_t req_id;
+	uint8_t opcode;	      /* CN_OP_STORE or CN_OP_RETRIEVE */
+	uint32_t n;	      /* items */
+	uint32_t ops;	      /* items holding a slab: one operation each */
+	uint32_t cur;	      /* next item rdma_next() looks at */
+	uint32_t given, done; /* operations handed out / completed */
+	uint64_t bytes;	      /* descriptor lengths (STORE) or caps (RETRIEVE): the byte bound */
+	struct tx_ent *reply;
+	struct cn_key *sorted; /* the n keys in memcmp order */
+	struct store_item it[];
 };
 
 struct sess {
@@ -90,15 +123,20 @@ struct sess {
 	uint32_t items_cap, store_n, nitems, cur, cur_off;
 
 	/*
-	 * CN_F_RDMA request in RX_RDMA: one operation per item that holds a
-	 * slab (reserved or pinned), in item order. rdma_cur is the next item
-	 * rdma_next() looks at; rdma_given ops were handed out, rdma_ndone of
-	 * them completed. A RETRIEVE's reply is built when the slabs are pinned
-	 * and queued when the last operation completes.
+	 * CN_F_RDMA requests in flight, oldest first: rq_n of them, naming
+	 * rq_bytes. rq_next is the first whose operations are not all handed
+	 * out; ops_out operations were handed out and not completed yet.
+	 * wait_req is a parsed request waiting in RX_WAIT (not started: holds
+	 * no slab). barrier: the staged header must wait until none is in
+	 * flight.
 	 */
 	bool rdma; /* open() got CN_SESS_RDMA */
-	uint32_t rdma_ops, rdma_cur, rdma_given, rdma_ndone;
-	struct tx_ent *rdma_reply;
+	struct rreq *rq_head, *rq_tail, *rq_next;
+	unsigned rq_n;
+	uint64_t rq_bytes;
+	uint64_t ops_out;
+	struct rreq *wait_req;
+	bool barrier;
 
 	struct tx_ent *tx_head, *tx_tail;
 	size_t tx_bytes;
@@ -106,7 +144,7 @@ struct sess {
 };
 
 static void sess_process(struct sess *s);
-static void rdma_start(struct sess *s);
+static void rdma_store_begin(struct sess *s, const uint8_t *p);
 
 /* ---- output ---- */
 
@@ -126,8 +164,9 @@ static struct tx_ent *tx_alloc(uint32_t meta_len, unsigned nrefs)
 	return e;
 }
 
-static void tx_push(struct sess *s, struct tx_ent *e, uint8_t op, uint16_t flags, int32_t status,
-		    uint32_t meta_len)
+/* Append a reply to request @req_id to the output FIFO (its header is encoded now). */
+static void tx_queue(struct sess *s, struct tx_ent *e, uint64_t req_id, uint8_t op, uint16_t flags,
+		     int32_t status, uint32_t meta_len)
 {
 	struct cn_proto_hdr h;
 	uint64_t body = meta_len;
@@ -139,7 +178,7 @@ static void tx_push(struct sess *s, struct tx_ent *e, uint8_t op, uint16_t flags
 		e->iov[e->niov++] = (struct iovec){e->refs[i].data, e->refs[i].len};
 		body += e->refs[i].len;
 	}
-	cn_proto_hdr_init(&h, op, (uint16_t)(flags | CN_F_RESPONSE), s->hdr.req_id, (uint32_t)body,
+	cn_proto_hdr_init(&h, op, (uint16_t)(flags | CN_F_RESPONSE), req_id, (uint32_t)body,
 			  status);
 	cn_proto_hdr_encode(&h, e->hdr);
 	e->total = CN_PROTO_HDR_LEN + body;
@@ -150,6 +189,13 @@ static void tx_push(struct sess *s, struct tx_ent *e, uint8_t op, uint16_t flags
 	s->tx_tail = e;
 	s->tx_bytes += e->total;
 	s->tx_ents++;
+}
+
+/* The reply to the request being parsed. */
+static void tx_push(struct sess *s, struct tx_ent *e, uint8_t op, uint16_t flags, int32_t status,
+		    uint32_t meta_len)
+{
+	tx_queue(s, e, s->hdr.req_id, op, flags, status, meta_len);
 }
 
 static void tx_free(struct sess *s, struct tx_ent *e)
@@ -410,31 +456,33 @@ static int items_reserve(struct sess *s, uint32_t n)
 
 /*
  * STORE descriptors are in; validate them all, then reserve slabs. Inline,
- * the payloads follow in the stream (RX_PAYLOAD); with CN_F_RDMA (the count
- * step has checked the frame holds exactly the descriptors) each reserved
- * slab becomes an RDMA READ (RX_RDMA).
+ * the payloads follow in the stream (RX_PAYLOAD); a CN_F_RDMA batch (the
+ * count step has checked the frame holds exactly the descriptors) goes to
+ * rdma_store_begin().
  */
 static void store_begin(struct sess *s, const uint8_t *p)
 {
-	bool rdma = s->hdr.flags & CN_F_RDMA;
-	uint32_t dlen = rdma ? CN_PROTO_RDMA_DESC : CN_PROTO_STORE_DESC;
 	uint64_t sum = 0;
 	uint64_t max_chunk = cn_engine_max_chunk(s->ctx->engine);
 	uint32_t n = s->store_n;
-	uint32_t meta = CN_PROTO_BATCH_HDR + n * dlen;
+	uint32_t meta = CN_PROTO_BATCH_HDR + n * CN_PROTO_STORE_DESC;
 
+	if (s->hdr.flags & CN_F_RDMA) {
+		rdma_store_begin(s, p);
+		return;
+	}
 	for (uint32_t i = 0; i < n; i++) {
-		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * dlen;
+		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * CN_PROTO_STORE_DESC;
 		struct store_item *it = &s->items[i];
 
 		memcpy(&it->key, d, CN_KEY_LEN);
 		it->len = cn_get_le32(d + 32);
-		it->rkey = rdma ? cn_get_le32(d + 36) : 0;
-		it->addr = rdma ? cn_get_le64(d + 40) : 0;
+		it->rkey = 0;
+		it->addr = 0;
 		it->reserved = false;
 		it->pinned = false;
 		it->status = CN_OK;
-		sum += rdma ? 0 : it->len;
+		sum += it->len;
 		if (it->len == 0) {
 			req_error(s, meta, CN_E_INVAL, "zero-length chunk in batch");
 			return;
@@ -454,8 +502,6 @@ static void store_begin(struct sess *s, const uint8_t *p)
 	}
 	CN_STAT_INC(s->st, store_reqs);
 	CN_STAT_ADD(s->st, store_keys, n);
-	if (rdma)
-		CN_STAT_INC(s->st, rdma_store_reqs);
 	s->nitems = n; /* every item is initialised: from here on they may hold slabs */
 	for (uint32_t i = 0; i < n; i++) {
 		struct store_item *it = &s->items[i];
@@ -465,10 +511,6 @@ static void store_begin(struct sess *s, const uint8_t *p)
 			it->reserved = true;
 		else
 			it->status = cn_status_from_errno(r);
-	}
-	if (rdma) {
-		rdma_start(s);
-		return;
 	}
 	s->cur = 0;
 	s->cur_off = 0;
@@ -506,48 +548,52 @@ static void store_finish(struct sess *s)
 }
 
 /*
- * The connection is gone: abort every chunk still reserved (mid-payload, or
- * RDMA READs outstanding) and unpin every chunk an RDMA WRITE still held.
+ * The connection is gone: abort every chunk of @it[0..n) still reserved
+ * (mid-payload, or RDMA READs outstanding) and unpin every chunk an RDMA
+ * WRITE still held.
  */
-static void items_release(struct sess *s)
+static void items_release(struct sess *s, struct store_item *it, uint32_t n)
 {
-	for (uint32_t i = 0; i < s->nitems; i++) {
-		struct store_item *it = &s->items[i];
-
-		if (it->reserved) {
-			cn_engine_store_abort(s->ctx->engine, s->core, &it->ref);
-			it->reserved = false;
+	for (uint32_t i = 0; i < n; i++) {
+		if (it[i].reserved) {
+			cn_engine_store_abort(s->ctx->engine, s->core, &it[i].ref);
+			it[i].reserved = false;
 			CN_STAT_INC(s->st, store_discarded);
 		}
-		if (it->pinned) {
-			cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
-			it->pinned = false;
+		if (it[i].pinned) {
+			cn_engine_unpin(s->ctx->engine, s->core, &it[i].ref);
+			it[i].pinned = false;
 		}
 	}
-	s->nitems = 0;
+}
+
+/* ---- CN_F_RDMA requests ---- */
+
+static int cmp_key(const void *a, const void *b)
+{
+	return memcmp(a, b, CN_KEY_LEN);
 }
 
 /*
- * RETRIEVE with CN_F_RDMA: n descriptors {key, cap, rkey, addr} at @p. Pin
- * each key; a hit that fits its cap becomes an RDMA WRITE, one that does not
- * is unpinned at once and answered CN_E_TOOBIG with its length. The reply
- * (statuses and lengths, no payload) is built now and queued by
- * retrieve_rdma_finish() once every WRITE has completed.
+ * The request being parsed has CN_F_RDMA and @n descriptors {key, len or
+ * cap, rkey, addr} at @p (after its batch header). Copy them into a new
+ * struct rreq, nothing reserved or pinned yet. NULL when out of memory.
  */
-static void do_retrieve_rdma(struct sess *s, uint32_t n, const uint8_t *p)
+static struct rreq *rreq_parse(struct sess *s, const uint8_t *p, uint32_t n)
 {
-	struct tx_ent *e;
+	size_t per = sizeof(struct store_item) + sizeof(struct cn_key);
+	struct rreq *r = malloc(sizeof(*r) + n * per);
 
-	if (items_reserve(s, n) < 0) {
-		req_error(s, s->hdr.payload_len, CN_E_BUSY, "out of memory");
-		return;
-	}
-	e = batch_reply(s, n, CN_PROTO_RETR_DESC, 0);
-	if (e == NULL)
-		return;
+	if (r == NULL)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->req_id = s->hdr.req_id;
+	r->opcode = s->hdr.opcode;
+	r->n = n;
+	r->sorted = (struct cn_key *)(r->it + n);
 	for (uint32_t i = 0; i < n; i++) {
 		const uint8_t *d = p + CN_PROTO_BATCH_HDR + i * CN_PROTO_RDMA_DESC;
-		struct store_item *it = &s->items[i];
+		struct store_item *it = &r->it[i];
 
 		memcpy(&it->key, d, CN_KEY_LEN);
 		it->len = cn_get_le32(d + 32);
@@ -555,83 +601,251 @@ static void do_retrieve_rdma(struct sess *s, uint32_t n, const uint8_t *p)
 		it->addr = cn_get_le64(d + 40);
 		it->reserved = false;
 		it->pinned = false;
+		it->status = CN_OK;
+		r->sorted[i] = it->key;
+		r->bytes += it->len;
 	}
-	CN_STAT_INC(s->st, retrieve_reqs);
-	CN_STAT_INC(s->st, rdma_retrieve_reqs);
-	CN_STAT_ADD(s->st, retrieve_keys, n);
-	s->nitems = n; /* every item is initialised: from here on they may hold slabs */
-	for (uint32_t i = 0; i < n; i++) {
-		struct store_item *it = &s->items[i];
-		int r = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
-		uint32_t len = r == 0 ? it->ref.len : 0;
-		uint8_t *d = e->meta + CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * i;
-
-		if (r == 0 && it->ref.len > it->len) {
-			cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
-			r = -E2BIG; /* len stays: the requester learns the size it needs */
-		}
-		it->pinned = r == 0;
-		it->status = cn_status_from_errno(r);
-		cn_put_le32(d, (uint32_t)it->status);
-		cn_put_le32(d + 4, len);
-	}
-	s->rdma_reply = e;
-	rdma_start(s);
+	qsort(r->sorted, n, sizeof(r->sorted[0]), cmp_key);
+	return r;
 }
 
-/* Every RDMA WRITE of a RETRIEVE completed: unpin, count, queue the reply. */
-static void retrieve_rdma_finish(struct sess *s)
+/* true if the sorted key sets of @a and @b meet. */
+static bool keys_meet(const struct rreq *a, const struct rreq *b)
 {
-	uint32_t n = s->nitems, hits = 0;
-	uint64_t bytes = 0;
+	uint32_t i = 0, j = 0;
 
-	for (uint32_t i = 0; i < n; i++) {
-		struct store_item *it = &s->items[i];
+	while (i < a->n && j < b->n) {
+		int c = memcmp(&a->sorted[i], &b->sorted[j], CN_KEY_LEN);
 
-		if (!it->pinned)
-			continue;
-		hits++;
-		bytes += it->ref.len;
-		cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
-		it->pinned = false;
+		if (c == 0)
+			return true;
+		if (c < 0)
+			i++;
+		else
+			j++;
 	}
-	CN_STAT_ADD(s->st, retrieve_hits, hits);
-	CN_STAT_ADD(s->st, retrieve_bytes, bytes);
-	s->nitems = 0;
-	tx_push(s, s->rdma_reply, CN_OP_RETRIEVE, 0, CN_OK,
-		CN_PROTO_BATCH_HDR + CN_PROTO_RETR_DESC * n);
-	s->rdma_reply = NULL;
-	s->state = RX_HDR;
-}
-
-/* The RDMA operations of the request in progress are all done (or there were none). */
-static void rdma_finish(struct sess *s)
-{
-	s->rdma_ops = s->rdma_cur = s->rdma_given = s->rdma_ndone = 0;
-	if (s->hdr.opcode == CN_OP_STORE)
-		store_finish(s);
-	else
-		retrieve_rdma_finish(s);
+	return false;
 }
 
 /*
- * The slabs of a CN_F_RDMA request are reserved or pinned: queue one RDMA
- * operation per slab and wait in RX_RDMA for them, or, if no key got a slab,
- * answer at once.
+ * May @r start now? Always when nothing is in flight. Else only within the
+ * bounds, and not if it shares a key with an in-flight request where either
+ * is a STORE: a RETRIEVE must see the bytes of an earlier STORE, a STORE
+ * must not change what an earlier request works on. Two RETRIEVEs of one
+ * key may overlap.
  */
-static void rdma_start(struct sess *s)
+static bool rreq_may_start(const struct sess *s, const struct rreq *r)
 {
-	uint32_t ops = 0;
+	if (s->rq_head == NULL)
+		return true;
+	if (s->rq_n >= CN_SESSION_RDMA_MAX_REQS ||
+	    s->rq_bytes + r->bytes > CN_SESSION_RDMA_MAX_BYTES)
+		return false;
+	for (const struct rreq *q = s->rq_head; q != NULL; q = q->next)
+		if ((r->opcode == CN_OP_STORE || q->opcode == CN_OP_STORE) && keys_meet(r, q))
+			return false;
+	return true;
+}
 
-	for (uint32_t i = 0; i < s->nitems; i++)
-		ops += s->items[i].reserved || s->items[i].pinned;
-	s->rdma_ops = ops;
-	s->rdma_cur = s->rdma_given = s->rdma_ndone = 0;
-	if (ops == 0) {
-		rdma_finish(s);
+/*
+ * Every operation of @r completed (or it had none), and every earlier
+ * request has finished: STORE commits its chunks (visible together now) and
+ * fills in the statuses, RETRIEVE unpins. The reply, queued when @r started,
+ * is released; it leaves once the replies before it have. Frees @r.
+ */
+static void rreq_finish(struct sess *s, struct rreq *r)
+{
+	uint8_t *meta = r->reply->meta + CN_PROTO_BATCH_HDR;
+	uint64_t bytes = 0;
+	uint32_t hits = 0;
+
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct store_item *it = &r->it[i];
+
+		if (r->opcode == CN_OP_RETRIEVE) {
+			if (it->pinned) {
+				hits++;
+				bytes += it->ref.len;
+				cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+				it->pinned = false;
+			}
+			continue;
+		}
+		if (it->reserved) {
+			int rc = cn_engine_store_commit(s->ctx->engine, s->core, &it->ref);
+
+			it->reserved = false;
+			it->status = rc == 0 ? CN_OK : cn_status_from_errno(rc);
+		}
+		if (it->status == CN_OK) {
+			CN_STAT_INC(s->st, store_ok);
+			CN_STAT_ADD(s->st, store_bytes, it->len);
+		} else {
+			CN_STAT_INC(s->st, store_failed);
+		}
+		cn_put_le32(meta + 4 * i, (uint32_t)it->status);
+	}
+	if (r->opcode == CN_OP_RETRIEVE) {
+		CN_STAT_ADD(s->st, retrieve_hits, hits);
+		CN_STAT_ADD(s->st, retrieve_bytes, bytes);
+	}
+	r->reply->held = false;
+	free(r);
+}
+
+/*
+ * Start @r: queue its reply (held), reserve (STORE) or pin (RETRIEVE) its
+ * slabs and put it in flight, so rdma_next() hands out one operation per
+ * slab. A RETRIEVE hit that does not fit its cap is unpinned at once and
+ * answered CN_E_TOOBIG with its length; the statuses of a RETRIEVE are
+ * known now, those of a STORE when it finishes. A request that got no slab
+ * finishes at once (its reply still waits for the earlier ones).
+ */
+static void rreq_start(struct sess *s, struct rreq *r)
+{
+	bool store = r->opcode == CN_OP_STORE;
+	uint32_t per = store ? 4 : CN_PROTO_RETR_DESC;
+	struct tx_ent *e = batch_reply(s, r->n, per, 0);
+
+	if (e == NULL) {
+		free(r);
 		return;
 	}
-	s->state = RX_RDMA;
+	if (store) {
+		CN_STAT_INC(s->st, store_reqs);
+		CN_STAT_ADD(s->st, store_keys, r->n);
+		CN_STAT_INC(s->st, rdma_store_reqs);
+	} else {
+		CN_STAT_INC(s->st, retrieve_reqs);
+		CN_STAT_INC(s->st, rdma_retrieve_reqs);
+		CN_STAT_ADD(s->st, retrieve_keys, r->n);
+	}
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct store_item *it = &r->it[i];
+		uint8_t *d = e->meta + CN_PROTO_BATCH_HDR + per * i;
+		int rc;
+
+		if (store) {
+			rc = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len,
+						   &it->ref);
+			it->reserved = rc == 0;
+			it->status = cn_status_from_errno(rc);
+		} else {
+			rc = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
+			cn_put_le32(d + 4, rc == 0 ? it->ref.len : 0);
+			if (rc == 0 && it->ref.len > it->len) {
+				cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+				rc = -E2BIG; /* len stays: the requester learns the size it needs */
+			}
+			it->pinned = rc == 0;
+			it->status = cn_status_from_errno(rc);
+			cn_put_le32(d, (uint32_t)it->status);
+		}
+		r->ops += it->reserved || it->pinned;
+	}
+	r->reply = e;
+	e->held = true;
+	tx_queue(s, e, r->req_id, r->opcode, 0, CN_OK, CN_PROTO_BATCH_HDR + per * r->n);
+	s->state = RX_HDR;
+	if (r->ops == 0) {
+		rreq_finish(s, r);
+		return;
+	}
+	if (s->rq_tail)
+		s->rq_tail->next = r;
+	else
+		s->rq_head = r;
+	s->rq_tail = r;
+	if (s->rq_next == NULL)
+		s->rq_next = r;
+	s->rq_n++;
+	s->rq_bytes += r->bytes;
+}
+
+/* A parsed, valid CN_F_RDMA request: start it, or let it wait in RX_WAIT. */
+static void rreq_submit(struct sess *s, struct rreq *r)
+{
+	if (rreq_may_start(s, r)) {
+		rreq_start(s, r);
+		return;
+	}
+	s->wait_req = r;
+	s->state = RX_WAIT;
+}
+
+/*
+ * STORE with CN_F_RDMA: store_n descriptors at @p, and the frame holds
+ * exactly them (checked at the count step). Validated as an inline STORE
+ * is, all before anything is reserved.
+ */
+static void rdma_store_begin(struct sess *s, const uint8_t *p)
+{
+	uint64_t max_chunk = cn_engine_max_chunk(s->ctx->engine);
+	uint32_t n = s->store_n;
+	uint32_t meta = CN_PROTO_BATCH_HDR + n * CN_PROTO_RDMA_DESC;
+	struct rreq *r = rreq_parse(s, p, n);
+
+	if (r == NULL) {
+		req_error(s, meta, CN_E_BUSY, "out of memory");
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (r->it[i].len == 0) {
+			req_error(s, meta, CN_E_INVAL, "zero-length chunk in batch");
+			goto refused;
+		}
+		if (r->it[i].len > max_chunk) {
+			req_error(s, meta, CN_E_TOOBIG, "chunk larger than the node's max chunk");
+			goto refused;
+		}
+	}
+	for (uint32_t i = 1; i < n; i++) {
+		if (memcmp(&r->sorted[i - 1], &r->sorted[i], CN_KEY_LEN) == 0) {
+			req_error(s, meta, CN_E_DUP, "duplicate key in batch");
+			goto refused;
+		}
+	}
+	rreq_submit(s, r);
+	return;
+refused:
+	free(r);
+}
+
+/*
+ * RETRIEVE with CN_F_RDMA: n descriptors {key, cap, rkey, addr} at @p (the
+ * count was checked against the frame). Repeated keys are allowed.
+ */
+static void rdma_retrieve_begin(struct sess *s, uint32_t n, const uint8_t *p)
+{
+	struct rreq *r = rreq_parse(s, p, n);
+
+	if (r == NULL) {
+		req_error(s, s->hdr.payload_len, CN_E_BUSY, "out of memory");
+		return;
+	}
+	rreq_submit(s, r);
+}
+
+/*
+ * While RDMA requests are in flight, may the frame whose header is at @raw
+ * be parsed? Only a well-formed STORE/RETRIEVE with CN_F_RDMA that on_header()
+ * accepts without a fatal error: its errors, if any, are request-level and
+ * their replies queue in order. Anything else (another opcode, a header
+ * on_header() would refuse) waits until nothing is in flight.
+ */
+static bool hdr_pipelines(const struct sess *s, const uint8_t *raw)
+{
+	struct cn_proto_hdr h;
+
+	if (!s->rdma || cn_proto_hdr_decode(raw, &h) != CN_OK)
+		return false;
+	if ((h.flags & (CN_F_RESPONSE | CN_F_RDMA)) != CN_F_RDMA ||
+	    h.payload_len > s->ctx->max_frame)
+		return false;
+	if (h.opcode == CN_OP_STORE)
+		return true;
+	return h.opcode == CN_OP_RETRIEVE &&
+	       h.payload_len <= CN_PROTO_BATCH_HDR + s->ctx->max_keys * CN_PROTO_RDMA_DESC;
 }
 
 /* Advance the current STORE item by @n payload bytes (already placed). */
@@ -762,7 +976,7 @@ static void on_key_batch(struct sess *s, const uint8_t *p)
 		break;
 	case CN_OP_RETRIEVE:
 		if (rdma)
-			do_retrieve_rdma(s, n, p);
+			rdma_retrieve_begin(s, n, p);
 		else
 			do_retrieve(s, n, keys);
 		break;
@@ -809,7 +1023,7 @@ static void on_meta(struct sess *s, const uint8_t *p)
 				  "frame length is not that of the RDMA descriptors");
 			return;
 		}
-		if (items_reserve(s, n) < 0) {
+		if (!rdma && items_reserve(s, n) < 0) {
 			req_error(s, CN_PROTO_BATCH_HDR, CN_E_BUSY, "out of memory");
 			return;
 		}
@@ -838,6 +1052,10 @@ static void sess_process(struct sess *s)
 		switch (s->state) {
 		case RX_HDR:
 			if (avail < CN_PROTO_HDR_LEN)
+				goto out;
+			/* resumed from rdma_done() once nothing is in flight */
+			s->barrier = s->rq_head != NULL && !hdr_pipelines(s, p);
+			if (s->barrier)
 				goto out;
 			s->rx_off += CN_PROTO_HDR_LEN;
 			if (on_header(s, p) < 0)
@@ -880,8 +1098,16 @@ static void sess_process(struct sess *s)
 				s->state = RX_HDR;
 			break;
 		}
-		case RX_RDMA: /* resumed from rdma_done() */
-			goto out;
+		case RX_WAIT: /* resumed from rdma_done() */
+			if (!rreq_may_start(s, s->wait_req))
+				goto out;
+			{
+				struct rreq *r = s->wait_req;
+
+				s->wait_req = NULL;
+				rreq_start(s, r);
+			}
+			break;
 		case RX_DEAD:
 			return;
 		}
@@ -970,11 +1196,15 @@ static bool sess_rx_paused(void *sp)
 {
 	const struct sess *s = sp;
 
-	if (s->state == RX_DEAD || s->state == RX_RDMA)
+	if (s->state == RX_DEAD || s->state == RX_WAIT)
 		return true;
 	/* Never pause in the middle of a payload: the chunk's bytes must keep flowing. */
 	if (s->state != RX_HDR)
 		return false;
+	/* A barrier frame is staged, or the RDMA pipeline is full. */
+	if (s->rq_head != NULL && (s->barrier || s->rq_n >= CN_SESSION_RDMA_MAX_REQS ||
+				   s->rq_bytes >= CN_SESSION_RDMA_MAX_BYTES))
+		return true;
 	/*
 	 * A full staging buffer is not a reason to pause: rx_buf() compacts it,
 	 * and what is left unconsumed is always shorter than the largest meta
@@ -988,7 +1218,7 @@ static int sess_tx_iov(void *sp, struct iovec *iov, int max)
 	struct sess *s = sp;
 	int n = 0;
 
-	for (struct tx_ent *e = s->tx_head; e != NULL && n < max; e = e->next) {
+	for (struct tx_ent *e = s->tx_head; e != NULL && !e->held && n < max; e = e->next) {
 		size_t skip = e == s->tx_head ? e->sent : 0;
 
 		for (unsigned i = 0; i < e->niov && n < max; i++) {
@@ -1037,10 +1267,17 @@ static void sess_close(void *sp, int err)
 {
 	struct sess *s = sp;
 
-	if (s->state == RX_RDMA)
+	items_release(s, s->items, s->nitems);
+	s->nitems = 0;
+	while (s->rq_head) {
+		struct rreq *r = s->rq_head;
+
+		s->rq_head = r->next;
 		CN_STAT_INC(s->st, rdma_aborted);
-	items_release(s);
-	free(s->rdma_reply);
+		items_release(s, r->it, r->n);
+		free(r); /* its reply is in the output FIFO, freed below */
+	}
+	free(s->wait_req); /* parsed only: holds no slab */
 	while (s->tx_head) {
 		struct tx_ent *e = s->tx_head;
 		s->tx_head = e->next;
@@ -1059,51 +1296,78 @@ static bool sess_idle(void *sp)
 
 	/* bytes of a next frame already staged mean a request has begun */
 	return (s->state == RX_HDR || s->state == RX_DEAD) && s->nitems == 0 &&
-	       s->tx_head == NULL && (s->state == RX_DEAD || s->rx_off == s->rx_len);
+	       s->rq_head == NULL && s->wait_req == NULL && s->tx_head == NULL &&
+	       (s->state == RX_DEAD || s->rx_off == s->rx_len);
 }
 
+/* Operations of the requests in flight, request after request, item order within each. */
 static int sess_rdma_next(void *sp, struct cn_rdma_op *ops, int max)
 {
 	struct sess *s = sp;
 	int k = 0;
 
-	if (s->state != RX_RDMA)
-		return 0;
-	while (k < max && s->rdma_cur < s->nitems) {
-		const struct store_item *it = &s->items[s->rdma_cur++];
+	while (s->rq_next != NULL) {
+		struct rreq *r = s->rq_next;
 
-		if (!it->reserved && !it->pinned)
-			continue;
-		ops[k++] = (struct cn_rdma_op){
-			.read = it->reserved,
-			.local = it->ref.data,
-			.len = it->ref.len,
-			.rkey = it->rkey,
-			.remote_addr = it->addr,
-		};
+		while (k < max && r->given < r->ops) {
+			const struct store_item *it = &r->it[r->cur++];
+
+			if (!it->reserved && !it->pinned)
+				continue;
+			ops[k++] = (struct cn_rdma_op){
+				.read = it->reserved,
+				.local = it->ref.data,
+				.len = it->ref.len,
+				.rkey = it->rkey,
+				.remote_addr = it->addr,
+			};
+			r->given++;
+		}
+		if (r->given < r->ops)
+			break;
+		s->rq_next = r->next;
 	}
-	s->rdma_given += (uint32_t)k;
+	s->ops_out += (unsigned)k;
 	return k;
 }
 
 /*
- * @n more operations completed. The last one finishes the request (commit or
- * unpin, reply) and lets the session run the requests staged behind it.
- * Reporting more than was handed out is a transport bug: -EINVAL.
+ * @n more operations completed, the oldest handed out first, so they belong
+ * to the oldest requests in flight. Each request whose last operation is
+ * among them finishes (commit or unpin, reply released); then the session
+ * runs what was staged behind a barrier or waiting to start. Reporting more
+ * than is outstanding is a transport bug: -EINVAL, nothing changed.
  */
 static int sess_rdma_done(void *sp, unsigned n)
 {
 	struct sess *s = sp;
+	bool finished = false;
 
-	if (n == 0)
-		return s->state == RX_DEAD ? -EPROTO : 0;
-	if (s->state != RX_RDMA || n > s->rdma_given - s->rdma_ndone)
+	if (n > s->ops_out)
 		return -EINVAL;
-	s->rdma_ndone += n;
-	if (s->rdma_ndone < s->rdma_ops)
-		return 0;
-	rdma_finish(s);
-	sess_process(s);
+	s->ops_out -= n;
+	while (n > 0) {
+		struct rreq *r = s->rq_head; /* ops_out > 0: its ops are the oldest */
+		uint32_t k = r->given - r->done;
+
+		if (k > n)
+			k = n;
+		r->done += k;
+		n -= k;
+		if (r->done < r->ops)
+			break; /* n is 0: the rest of r's operations are still out */
+		s->rq_head = r->next;
+		if (s->rq_head == NULL)
+			s->rq_tail = NULL;
+		if (s->rq_next == r)
+			s->rq_next = r->next;
+		s->rq_n--;
+		s->rq_bytes -= r->bytes;
+		rreq_finish(s, r);
+		finished = true;
+	}
+	if (finished)
+		sess_process(s);
 	return s->state == RX_DEAD ? -EPROTO : 0;
 }
 

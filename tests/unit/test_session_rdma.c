@@ -55,6 +55,7 @@ struct conn {
 	void *s;
 	uint8_t *out;
 	size_t out_len, out_off, out_cap;
+	bool fatal; /* a fatal error was queued: tx_done() answers -EPROTO */
 };
 
 /* A request being built: header + payload, appended to a byte stream. */
@@ -201,7 +202,7 @@ static size_t drain(struct conn *c)
 			c->out_len += iov[i].iov_len;
 			got += iov[i].iov_len;
 		}
-		assert_int_equal(cn_session_ops.tx_done(c->s, got), 0);
+		assert_int_equal(cn_session_ops.tx_done(c->s, got), c->fatal ? -EPROTO : 0);
 		total += got;
 	}
 	return total;
@@ -467,9 +468,9 @@ static void rdma_store_retrieve_round_trip(void **state)
 	}
 	put_rdma_req(&b, CN_OP_STORE, 10, sd, N);
 	feed_all(c, &b);
-	/* nothing is answered before the chunks are read */
+	/* nothing is answered before the chunks are read; the session keeps reading */
 	assert_true(no_reply(c));
-	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_false(cn_session_ops.rx_paused(c->s));
 	assert_false(cn_session_ops.idle(c->s));
 	assert_int_equal(run_rdma(c, true, 3, 100), N);
 	p = expect_reply(c, CN_OP_STORE, 10, CN_OK, &h);
@@ -752,18 +753,21 @@ static void rdma_retrieve_cap_and_missing(void **state)
 }
 
 /*
- * Requests that arrived in the same read as an RDMA request wait for it:
- * nothing behind it is answered (or even parsed) before its last operation
- * completes, and the replies come out in request order.
+ * Requests that arrived in the same read as RDMA requests: a second
+ * STORE-RDMA right behind the first gets its operations before the first
+ * completes, but a PING (any other opcode) is a barrier: it is answered, and
+ * what is behind it parsed, only once no RDMA request is in flight. Replies
+ * come out in request order.
  */
 static void rdma_pipelined_requests_wait_in_order(void **state)
 {
-	enum { N = 2 };
+	enum { N = 3 };
 	struct fix *f = fix_new(16u << 20, 64u << 10);
 	struct conn *c = conn_open(f, CN_SESS_RDMA);
 	struct desc sd[N], rd[N];
 	struct cn_key keys[N];
 	struct region *src[N], *dst[N];
+	struct cn_rdma_op ops[8];
 	struct bytes b = {0};
 	struct cn_proto_hdr h;
 	const uint8_t *p;
@@ -777,30 +781,42 @@ static void rdma_pipelined_requests_wait_in_order(void **state)
 		rd[i] = (struct desc){keys[i], 10000, dst[i]->rkey, dst[i]->base};
 	}
 	put_ping(&b, 1, "one");
-	put_rdma_req(&b, CN_OP_STORE, 2, sd, N);
-	put_ping(&b, 3, "three");
-	put_rdma_req(&b, CN_OP_RETRIEVE, 4, rd, N);
-	put_keys(&b, CN_OP_LOOKUP, 0, 5, keys, N);
+	put_rdma_req(&b, CN_OP_STORE, 2, sd, 2);
+	put_rdma_req(&b, CN_OP_STORE, 3, &sd[2], 1);
+	put_ping(&b, 4, "four");
+	put_rdma_req(&b, CN_OP_RETRIEVE, 5, rd, N);
+	put_keys(&b, CN_OP_LOOKUP, 0, 6, keys, N);
 	feed_all(c, &b); /* one read, as a socket would deliver it */
 
 	expect_pong(c, 1, "one");
 	assert_true(no_reply(c));
-	assert_true(cn_session_ops.rx_paused(c->s));
-	/* the STORE's READs only: the RETRIEVE behind it is not parsed yet */
-	assert_int_equal(run_rdma(c, true, 1, N), N);
+	assert_true(cn_session_ops.rx_paused(c->s)); /* the PING waits */
+	/* the READs of both STOREs, none completed yet; the RETRIEVE is not parsed */
+	assert_int_equal(cn_session_ops.rdma_next(c->s, ops, 8), N);
+	assert_int_equal(cn_session_ops.rdma_next(c->s, ops + N, 8), 0);
+	for (unsigned i = 0; i < N; i++) {
+		assert_true(ops[i].read);
+		assert_ptr_equal((void *)(uintptr_t)ops[i].remote_addr, src[i]->base);
+		run_op(f, &ops[i], true);
+	}
+	assert_true(no_reply(c));
+	assert_int_equal(cn_session_ops.rdma_done(c->s, N), 0);
 	p = expect_reply(c, CN_OP_STORE, 2, CN_OK, &h);
 	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_OK);
-	expect_pong(c, 3, "three");
+	assert_int_equal((int32_t)cn_get_le32(p + 12), CN_OK);
+	p = expect_reply(c, CN_OP_STORE, 3, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_OK);
+	expect_pong(c, 4, "four");
 	/* now the RETRIEVE waits for its WRITEs, and the LOOKUP behind it */
 	assert_true(no_reply(c));
 	assert_true(cn_session_ops.rx_paused(c->s));
 	assert_int_equal(run_rdma(c, false, 2, 100), N);
-	p = expect_reply(c, CN_OP_RETRIEVE, 4, CN_OK, &h);
+	p = expect_reply(c, CN_OP_RETRIEVE, 5, CN_OK, &h);
 	for (unsigned i = 0; i < N; i++) {
 		assert_int_equal((int32_t)cn_get_le32(p + 8 + 8 * i), CN_OK);
 		assert_memory_equal(dst[i]->base, src[i]->base, 10000);
 	}
-	p = expect_reply(c, CN_OP_LOOKUP, 5, CN_OK, &h);
+	p = expect_reply(c, CN_OP_LOOKUP, 6, CN_OK, &h);
 	assert_int_equal(cn_get_le32(p + 4), N);
 	assert_true(no_reply(c));
 	assert_false(cn_session_ops.rx_paused(c->s));
@@ -1025,6 +1041,544 @@ static void rdma_malformed_batches(void **state)
 	fix_free(f);
 }
 
+/* ---- pipelining of RDMA requests ---- */
+
+/*
+ * @n STORE descriptors for keys key_of(k0 + i), chunk i @len bytes of
+ * pattern k0 + i, all in one remote buffer (chunk i at offset i * len).
+ */
+static void store_descs(struct fix *f, struct desc *d, unsigned k0, unsigned n, uint32_t len)
+{
+	struct region *r = remote(f, (size_t)n * len);
+
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t *at = r->base + (size_t)i * len;
+
+		pattern(at, len, k0 + i);
+		d[i] = (struct desc){key_of(k0 + i), len, r->rkey, at};
+	}
+}
+
+/* Take every operation pending (at most @max); none is completed. */
+static unsigned take_ops(struct conn *c, struct cn_rdma_op *ops, unsigned max)
+{
+	unsigned n = 0;
+	int k;
+
+	while (n < max && (k = cn_session_ops.rdma_next(c->s, ops + n, (int)(max - n))) > 0)
+		n += (unsigned)k;
+	return n;
+}
+
+/* The next reply is a STORE @id with @n statuses, all CN_OK. */
+static void expect_stored(struct conn *c, uint64_t id, unsigned n)
+{
+	struct cn_proto_hdr h;
+	const uint8_t *p = expect_reply(c, CN_OP_STORE, id, CN_OK, &h);
+
+	assert_int_equal(h.payload_len, 8 + 4 * n);
+	assert_int_equal(cn_get_le32(p), n);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 4 * i), CN_OK);
+}
+
+/*
+ * RETRIEVE-RDMA (request @id, alone on @c) of the chunks @sd named: each
+ * comes back byte-exact, nothing written past it.
+ */
+static void expect_retrievable(struct conn *c, uint64_t id, const struct desc *sd, unsigned n)
+{
+	struct desc *rd = calloc(n, sizeof(*rd));
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+	size_t total = 0, off = 0;
+	struct region *dst;
+
+	assert_non_null(rd);
+	for (unsigned i = 0; i < n; i++)
+		total += sd[i].len;
+	dst = remote(c->f, total);
+	for (unsigned i = 0; i < n; i++) {
+		rd[i] = (struct desc){sd[i].key, sd[i].len, dst->rkey, dst->base + off};
+		off += sd[i].len;
+	}
+	put_rdma_req(&b, CN_OP_RETRIEVE, id, rd, n);
+	feed_all(c, &b);
+	assert_int_equal(run_rdma(c, false, 8, 100000), n);
+	p = expect_reply(c, CN_OP_RETRIEVE, id, CN_OK, &h);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal((int32_t)cn_get_le32(p + 8 + 8 * i), CN_OK);
+		assert_int_equal(cn_get_le32(p + 12 + 8 * i), sd[i].len);
+		assert_memory_equal(rd[i].addr, sd[i].addr, sd[i].len);
+	}
+	assert_true(all_guard(dst->base + total, GUARD_LEN));
+	free(rd);
+	free(b.p);
+}
+
+/*
+ * Three STORE-RDMA requests back to back: the READs of all three are handed
+ * out before any completes, the replies come out in request order once they
+ * do, and every chunk comes back byte-exact.
+ */
+static void rdma_pipelined_stores(void **state)
+{
+	enum { N = 6 };
+	static const unsigned per_req[3] = {2, 1, 3};
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct desc sd[N];
+	struct cn_rdma_op ops[N + 1];
+	struct bytes b = {0};
+	unsigned at = 0;
+
+	store_descs(f, sd, 200, N, 7000);
+	for (unsigned r = 0; r < 3; r++) {
+		put_rdma_req(&b, CN_OP_STORE, 10 + r, sd + at, per_req[r]);
+		at += per_req[r];
+	}
+	feed_all(c, &b);
+	assert_false(cn_session_ops.rx_paused(c->s));
+	assert_false(cn_session_ops.idle(c->s));
+	/* every READ of the three, in request order, before any completion */
+	assert_int_equal(take_ops(c, ops, N + 1), N);
+	for (unsigned i = 0; i < N; i++) {
+		assert_true(ops[i].read);
+		assert_int_equal(ops[i].len, 7000);
+		assert_ptr_equal((void *)(uintptr_t)ops[i].remote_addr, sd[i].addr);
+		run_op(f, &ops[i], true);
+	}
+	assert_true(no_reply(c));
+	assert_int_equal(cn_session_ops.rdma_done(c->s, N), 0);
+	for (unsigned r = 0; r < 3; r++)
+		expect_stored(c, 10 + r, per_req[r]);
+	assert_true(no_reply(c));
+	assert_true(cn_session_ops.idle(c->s));
+	assert_int_equal(f->sstats[0].rdma_store_reqs, 3);
+	assert_int_equal(f->sstats[0].store_reqs, 3);
+	assert_int_equal(f->sstats[0].store_keys, N);
+	assert_int_equal(f->sstats[0].store_ok, N);
+	assert_int_equal(f->sstats[0].store_bytes, N * 7000);
+	expect_retrievable(c, 20, sd, N);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * A reply leaves only after every earlier one: completing the first
+ * request's READs releases its reply and the one of a RETRIEVE behind it
+ * that had nothing to write (finished at once, held until then), not the
+ * reply of the STORE after them, whose chunk stays invisible until its own
+ * READ completes. A refused request behind them is answered in its place
+ * too, and a malformed header behind them is a barrier: its ERROR frame
+ * comes last.
+ */
+static void rdma_pipelined_replies_in_order(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA), *other = conn_open(f, 0);
+	struct desc sd[4], miss, dup[2];
+	struct region *mr = remote(f, 100);
+	struct cn_rdma_op ops[4];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_key k3;
+	const uint8_t *p;
+	size_t bad;
+
+	store_descs(f, sd, 300, 4, 3000);
+	miss = (struct desc){key_of(399), 100, mr->rkey, mr->base};
+	dup[0] = dup[1] = sd[3];
+	k3 = sd[3].key;
+	put_rdma_req(&b, CN_OP_STORE, 1, sd, 2);	  /* two READs */
+	put_rdma_req(&b, CN_OP_RETRIEVE, 2, &miss, 1); /* nothing to write */
+	put_rdma_req(&b, CN_OP_STORE, 3, &sd[2], 1);	  /* one READ */
+	put_rdma_req(&b, CN_OP_STORE, 4, dup, 2);	  /* refused: duplicate key */
+	bad = b.len;
+	put_ping(&b, 5, "x");
+	b.p[bad] ^= 0xff; /* a bad magic: fatal */
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s)); /* the bad header waits */
+	assert_int_equal(take_ops(c, ops, 4), 3);
+	for (unsigned i = 0; i < 3; i++)
+		run_op(f, &ops[i], true);
+	assert_true(no_reply(c)); /* even the RETRIEVE's, and the refusal's */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	assert_true(no_reply(c));
+	assert_int_equal(lookup_prefix(other, &sd[0].key, 1), 0);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	/* the first STORE is done: its reply and the finished RETRIEVE's, no more */
+	expect_stored(c, 1, 2);
+	p = expect_reply(c, CN_OP_RETRIEVE, 2, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_E_NOENT);
+	assert_true(no_reply(c));
+	assert_int_equal(lookup_prefix(other, &sd[0].key, 1), 1);
+	assert_int_equal(lookup_prefix(other, &sd[1].key, 1), 1);
+	assert_int_equal(lookup_prefix(other, &sd[2].key, 1), 0);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	/* the last READ: the STORE's reply, the refusal, then the fatal error */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), -EPROTO);
+	c->fatal = true;
+	expect_stored(c, 3, 1);
+	expect_refused(c, CN_OP_STORE, 4, CN_E_DUP, "duplicate");
+	assert_true(next_reply(c, &h, &p));
+	assert_int_equal(h.opcode, CN_OP_ERROR);
+	assert_true(h.flags & CN_F_CLOSE);
+	assert_true(no_reply(c));
+	assert_int_equal(lookup_prefix(other, &sd[2].key, 1), 1);
+	assert_int_equal(lookup_prefix(other, &k3, 1), 0);
+	assert_int_equal(f->sstats[0].frames_bad, 1);
+	assert_int_equal(f->sstats[0].ping_reqs, 0);
+	conn_close(&c, -EPROTO);
+	conn_close(&other, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * Conflicts: a RETRIEVE-RDMA of a key an in-flight STORE is storing gets no
+ * operation (and the session reads nothing more) until the STORE is done,
+ * then returns the stored bytes; a STORE of a key an in-flight RETRIEVE is
+ * reading waits likewise. A RETRIEVE of another key, or two RETRIEVEs of one
+ * key, do not wait.
+ */
+static void rdma_pipelined_conflicts_wait(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct desc sd[3], rk, rk2, ro, sk2[2];
+	struct region *dk = remote(f, 5000), *dk2 = remote(f, 5000), *dother = remote(f, 5000);
+	uint8_t old[5000];
+	struct cn_rdma_op ops[8];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_l1_info info;
+	const uint8_t *p;
+
+	store_descs(f, sd, 400, 3, 5000); /* sd[0..1]: the STORE; sd[2]: a new key later */
+	pattern(old, sizeof(old), 77);
+	ro = (struct desc){key_of(450), 5000, dother->rkey, dother->base};
+	assert_int_equal(store_inline(c, &ro.key, old, sizeof(old)), CN_OK);
+	rk = (struct desc){sd[1].key, 5000, dk->rkey, dk->base};
+	rk2 = (struct desc){sd[1].key, 5000, dk2->rkey, dk2->base};
+
+	/* STORE {k0, k1}, RETRIEVE {other}: no conflict; RETRIEVE {k1}: waits */
+	put_rdma_req(&b, CN_OP_STORE, 1, sd, 2);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 2, &ro, 1);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 3, &rk, 1);
+	put_ping(&b, 4, "after");
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(take_ops(c, ops, 8), 3); /* two READs, then the other key's WRITE */
+	assert_true(ops[0].read && ops[1].read);
+	assert_false(ops[2].read);
+	assert_ptr_equal((void *)(uintptr_t)ops[2].remote_addr, dother->base);
+	for (unsigned i = 0; i < 3; i++)
+		run_op(f, &ops[i], i < 2);
+	assert_true(all_guard(dk->base, 5000 + GUARD_LEN)); /* k1 not read yet */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 2), 0);
+	expect_stored(c, 1, 2);
+	/* the STORE is done: now the conflicting RETRIEVE gets its WRITE */
+	assert_int_equal(take_ops(c, ops + 3, 8), 1);
+	assert_false(ops[3].read);
+	assert_ptr_equal((void *)(uintptr_t)ops[3].remote_addr, dk->base);
+	run_op(f, &ops[3], false);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 2), 0);
+	p = expect_reply(c, CN_OP_RETRIEVE, 2, CN_OK, &h);
+	assert_int_equal(cn_get_le32(p + 12), 5000);
+	assert_memory_equal(dother->base, old, 5000);
+	p = expect_reply(c, CN_OP_RETRIEVE, 3, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_OK);
+	assert_int_equal(cn_get_le32(p + 12), 5000);
+	assert_memory_equal(dk->base, sd[1].addr, 5000);
+	expect_pong(c, 4, "after");
+
+	/* RETRIEVE {k1}, RETRIEVE {k1} again: both run; STORE {k2, k1}: waits */
+	sk2[0] = sd[2];
+	sk2[1] = sd[1];
+	memset(dk->base, GUARD, 5000);
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 5, &rk, 1);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 6, &rk2, 1);
+	put_rdma_req(&b, CN_OP_STORE, 7, sk2, 2);
+	feed_all(c, &b);
+	assert_int_equal(take_ops(c, ops, 8), 2);
+	assert_false(ops[0].read || ops[1].read);
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, 1); /* one chunk, two readers */
+	assert_int_equal(info.reserved, 0); /* the STORE has reserved nothing */
+	assert_true(cn_session_ops.rx_paused(c->s));
+	run_op(f, &ops[0], false);
+	run_op(f, &ops[1], false);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	assert_int_equal(take_ops(c, ops, 8), 0); /* the other RETRIEVE still reads k1 */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_reply(c, CN_OP_RETRIEVE, 5, CN_OK, &h);
+	expect_reply(c, CN_OP_RETRIEVE, 6, CN_OK, &h);
+	assert_memory_equal(dk->base, sd[1].addr, 5000);
+	assert_memory_equal(dk2->base, sd[1].addr, 5000);
+	/* the STORE starts now: k1 exists (CN_E_EXIST, no READ), k2 is read */
+	assert_int_equal(take_ops(c, ops, 8), 1);
+	assert_true(ops[0].read);
+	assert_ptr_equal((void *)(uintptr_t)ops[0].remote_addr, sd[2].addr);
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	p = expect_reply(c, CN_OP_STORE, 7, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_OK);
+	assert_int_equal((int32_t)cn_get_le32(p + 12), CN_E_EXIST);
+	assert_true(cn_session_ops.idle(c->s));
+	expect_retrievable(c, 8, sd, 3);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * A DELETE behind a STORE-RDMA of the same key is a barrier: it runs and is
+ * answered only after the STORE's reply, and really deletes. A STORE-RDMA of
+ * the key behind the DELETE starts only after it, so the key ends up stored
+ * with the later bytes.
+ */
+static void rdma_pipelined_barrier_delete(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA), *other = conn_open(f, 0);
+	struct desc first, second;
+	struct region *r2 = remote(f, 4000);
+	struct cn_rdma_op ops[4];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	const uint8_t *p;
+
+	store_descs(f, &first, 500, 1, 4000);
+	pattern(r2->base, 4000, 501);
+	second = (struct desc){first.key, 4000, r2->rkey, r2->base};
+	put_rdma_req(&b, CN_OP_STORE, 1, &first, 1);
+	put_keys(&b, CN_OP_DELETE, 0, 2, &first.key, 1);
+	put_rdma_req(&b, CN_OP_STORE, 3, &second, 1);
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(take_ops(c, ops, 4), 1); /* only the first STORE's READ */
+	assert_ptr_equal((void *)(uintptr_t)ops[0].remote_addr, first.addr);
+	assert_true(no_reply(c));
+	assert_int_equal(f->sstats[0].delete_reqs, 0);
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 1, 1);
+	p = expect_reply(c, CN_OP_DELETE, 2, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(p + 8), CN_OK); /* it found the chunk */
+	assert_int_equal(f->sstats[0].delete_keys, 1);
+	assert_int_equal(lookup_prefix(other, &first.key, 1), 0);
+	/* the STORE behind the DELETE: a READ of the second buffer */
+	assert_int_equal(take_ops(c, ops, 4), 1);
+	assert_ptr_equal((void *)(uintptr_t)ops[0].remote_addr, second.addr);
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 3, 1);
+	expect_retrievable(c, 4, &second, 1);
+	conn_close(&c, 0);
+	conn_close(&other, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * The request bound: with CN_SESSION_RDMA_MAX_REQS requests in flight the
+ * session pauses, and a request beyond them, even one already received in
+ * the same read, gets no operation until one finishes; then it starts.
+ */
+static void rdma_pipeline_request_bound(void **state)
+{
+	enum { M = CN_SESSION_RDMA_MAX_REQS };
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct desc sd[2 * M + 2];
+	struct cn_rdma_op ops[M + 2];
+	struct bytes b = {0};
+
+	store_descs(f, sd, 600, 2 * M + 2, 1000);
+	/* M + 1 requests in one read */
+	for (unsigned i = 0; i <= M; i++)
+		put_rdma_req(&b, CN_OP_STORE, 1 + i, &sd[i], 1);
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(take_ops(c, ops, M + 2), M);
+	for (unsigned i = 0; i < M; i++)
+		run_op(f, &ops[i], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 1, 1);
+	assert_true(no_reply(c));
+	assert_int_equal(take_ops(c, ops + M, 2), 1); /* the last one starts now */
+	assert_ptr_equal((void *)(uintptr_t)ops[M].remote_addr, sd[M].addr);
+	run_op(f, &ops[M], true);
+	assert_true(cn_session_ops.rx_paused(c->s)); /* M in flight again */
+	assert_int_equal(cn_session_ops.rdma_done(c->s, M), 0);
+	for (unsigned i = 1; i <= M; i++)
+		expect_stored(c, 1 + i, 1);
+	assert_false(cn_session_ops.rx_paused(c->s));
+	assert_true(cn_session_ops.idle(c->s));
+
+	/* one read per request: the one beyond the bound is not even taken in */
+	for (unsigned i = 0; i < M; i++) {
+		assert_false(cn_session_ops.rx_paused(c->s));
+		bytes_reset(&b);
+		put_rdma_req(&b, CN_OP_STORE, 100 + i, &sd[M + 1 + i], 1);
+		feed_all(c, &b);
+	}
+	assert_true(cn_session_ops.rx_paused(c->s));
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_STORE, 100 + M, &sd[2 * M + 1], 1);
+	assert_int_equal(feed(c, b.p, b.len), 0);
+	assert_int_equal(take_ops(c, ops, M + 2), M);
+	for (unsigned i = 0; i < M; i++)
+		run_op(f, &ops[i], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 100, 1);
+	assert_false(cn_session_ops.rx_paused(c->s));
+	feed_all(c, &b);
+	assert_int_equal(take_ops(c, ops + M, 2), 1);
+	run_op(f, &ops[M], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, M), 0);
+	for (unsigned i = 1; i <= M; i++)
+		expect_stored(c, 100 + i, 1);
+	assert_true(cn_session_ops.idle(c->s));
+	assert_int_equal(f->sstats[0].store_ok, 2 * M + 2);
+	assert_int_equal(f->sstats[0].rdma_store_reqs, 2 * M + 2);
+	expect_retrievable(c, 200, sd, 2 * M + 2);
+	conn_close(&c, 0);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * The byte bound: requests naming CN_SESSION_RDMA_MAX_BYTES in all fill the
+ * pipeline (the session pauses); one that would pass it waits, parsed, until
+ * enough has finished. A request larger than the bound still runs, alone.
+ */
+static void rdma_pipeline_byte_bound(void **state)
+{
+	enum { CH = 1u << 20, PER = (unsigned)(CN_SESSION_RDMA_MAX_BYTES / CH / 2) };
+	struct fix *f = fix_new(160u << 20, CH);
+	struct conn *c = conn_open(f, CN_SESS_RDMA);
+	struct region *src = remote(f, CH);
+	struct desc *d = calloc(2 * PER + 2, sizeof(*d));
+	struct cn_rdma_op *ops = calloc(2 * PER + 2, sizeof(*ops));
+	struct bytes b = {0};
+	unsigned n;
+
+	assert_non_null(d);
+	assert_non_null(ops);
+	pattern(src->base, CH, 7);
+	for (unsigned i = 0; i < 2 * PER + 2; i++) /* every chunk read from one buffer */
+		d[i] = (struct desc){key_of(700 + i), CH, src->rkey, src->base};
+	/* half the bound, the other half: both run; then one more chunk waits */
+	put_rdma_req(&b, CN_OP_STORE, 1, d, PER);
+	put_rdma_req(&b, CN_OP_STORE, 2, d + PER, PER);
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_STORE, 3, d + 2 * PER, 1);
+	assert_int_equal(feed(c, b.p, b.len), 0);
+	assert_int_equal(take_ops(c, ops, 2 * PER + 2), 2 * PER);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, PER), 0); /* the first request */
+	expect_stored(c, 1, PER);
+	feed_all(c, &b);
+	assert_int_equal(take_ops(c, ops, 2), 1);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, PER + 1), 0);
+	expect_stored(c, 2, PER);
+	expect_stored(c, 3, 1);
+	assert_true(cn_session_ops.idle(c->s));
+
+	/* alone, more than the bound runs; a one-chunk request behind it waits */
+	n = 2 * PER + 1;
+	for (unsigned i = 0; i < n; i++)
+		d[i] = (struct desc){key_of(800 + i), CH, src->rkey, src->base};
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_STORE, 4, d, n);
+	put_rdma_req(&b, CN_OP_STORE, 5, &(struct desc){key_of(900), 10, src->rkey, src->base},
+		     1);
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(take_ops(c, ops, n + 1), n);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, n), 0);
+	expect_stored(c, 4, n);
+	assert_int_equal(take_ops(c, ops, 2), 1);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 5, 1);
+	assert_true(cn_session_ops.idle(c->s));
+	conn_close(&c, 0);
+	free(ops);
+	free(d);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * The connection ends with three requests in flight (a STORE partly read,
+ * a RETRIEVE, a STORE with one key already stored) and a fourth parsed but
+ * waiting on a conflict: every reserved chunk is discarded (store_discarded
+ * moves by exactly those), none becomes visible, every pinned chunk is
+ * unpinned, and each in-flight request counts as aborted.
+ */
+static void rdma_close_with_requests_in_flight(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct conn *c = conn_open(f, CN_SESS_RDMA), *other = conn_open(f, 0);
+	struct desc sa[2], sb[3], rx, wait;
+	struct region *dx = remote(f, 2000), *dw = remote(f, 2000);
+	struct cn_key kx = key_of(1020);
+	uint8_t old[2000];
+	struct cn_rdma_op ops[8];
+	struct bytes b = {0};
+	struct cn_l1_info info;
+	uint64_t disc0, ok0, ab0;
+
+	store_descs(f, sa, 1000, 2, 2000);
+	store_descs(f, sb, 1010, 3, 2000);
+	memset(old, 'o', sizeof(old));
+	assert_int_equal(store_inline(other, &kx, old, sizeof(old)), CN_OK);
+	assert_int_equal(store_inline(other, &sb[1].key, old, sizeof(old)), CN_OK);
+	rx = (struct desc){kx, 2000, dx->rkey, dx->base};
+	wait = (struct desc){sa[0].key, 2000, dw->rkey, dw->base}; /* A is storing it */
+	disc0 = f->sstats[0].store_discarded;
+	ok0 = f->sstats[0].store_ok;
+	ab0 = f->sstats[0].rdma_aborted;
+	put_rdma_req(&b, CN_OP_STORE, 1, sa, 2);	 /* A: two reserved */
+	put_rdma_req(&b, CN_OP_RETRIEVE, 2, &rx, 1); /* one pinned */
+	put_rdma_req(&b, CN_OP_STORE, 3, sb, 3);	 /* B: two reserved, one CN_E_EXIST */
+	put_rdma_req(&b, CN_OP_RETRIEVE, 4, &wait, 1);
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(take_ops(c, ops, 8), 5);
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0); /* A half read */
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, 4);
+	assert_int_equal(info.pinned, 1);
+	assert_true(no_reply(c));
+	assert_false(cn_session_ops.idle(c->s));
+	conn_close(&c, -EREMOTEIO);
+	assert_int_equal(f->sstats[0].store_discarded - disc0, 4);
+	assert_int_equal(f->sstats[0].store_ok, ok0);
+	assert_int_equal(f->sstats[0].rdma_aborted - ab0, 3);
+	l1_info(f, &info);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(info.pinned, 0);
+	assert_int_equal(info.chunks, 2); /* only the inline ones */
+	assert_int_equal(lookup_prefix(other, &sa[0].key, 1), 0);
+	assert_int_equal(lookup_prefix(other, &sa[1].key, 1), 0);
+	assert_int_equal(lookup_prefix(other, &sb[0].key, 1), 0);
+	assert_int_equal(lookup_prefix(other, &sb[2].key, 1), 0);
+	assert_int_equal(lookup_prefix(other, &sb[1].key, 1), 1);
+	assert_int_equal(lookup_prefix(other, &kx, 1), 1);
+	assert_true(all_guard(dw->base, 2000 + GUARD_LEN));
+	conn_close(&other, 0);
+	free(b.p);
+	fix_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1038,6 +1592,13 @@ int main(void)
 		cmocka_unit_test(rdma_flag_refused_over_loopback),
 		cmocka_unit_test(rdma_flag_on_other_opcodes),
 		cmocka_unit_test(rdma_malformed_batches),
+		cmocka_unit_test(rdma_pipelined_stores),
+		cmocka_unit_test(rdma_pipelined_replies_in_order),
+		cmocka_unit_test(rdma_pipelined_conflicts_wait),
+		cmocka_unit_test(rdma_pipelined_barrier_delete),
+		cmocka_unit_test(rdma_pipeline_request_bound),
+		cmocka_unit_test(rdma_pipeline_byte_bound),
+		cmocka_unit_test(rdma_close_with_requests_in_flight),
 	};
 
 	if (cn_test_eal_init("test_session_rdma") < 0)
