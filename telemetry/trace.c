@@ -511,7 +511,26 @@ struct cn_trace_reader {
 	bool complete;
 	char msg[256];
 	uint8_t *buf;		/* one record */
+	size_t cap;		/* grows to the largest record read */
 };
+
+/* Room for @len bytes in r->buf. */
+static int rgrow(struct cn_trace_reader *r, size_t len)
+{
+	uint8_t *b;
+	size_t cap = r->cap;
+
+	if (len <= cap)
+		return 0;
+	while (cap < len)
+		cap *= 2;
+	b = realloc(r->buf, cap);
+	if (b == NULL)
+		return -ENOMEM;
+	r->buf = b;
+	r->cap = cap;
+	return 0;
+}
 
 static void rmsg(struct cn_trace_reader *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -604,6 +623,10 @@ static int read_header(struct cn_trace_reader *r, char *err, size_t errlen)
 		hdr_msg(err, errlen, "corrupt header: length %u", hlen);
 		return -EBADMSG;
 	}
+	if (rgrow(r, hlen) < 0) {
+		hdr_msg(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	h = r->buf;
 	memcpy(h, fixed, sizeof(fixed));
 	got = rread(r, h + sizeof(fixed), hlen - sizeof(fixed));
@@ -649,7 +672,9 @@ int cn_trace_reader_fopen(FILE *f, struct cn_trace_reader **out, char *err, size
 		return -EINVAL;
 	}
 	r = calloc(1, sizeof(*r));
-	if (r == NULL || (r->buf = malloc(CN_TRACE_MAX_REC)) == NULL) {
+	if (r != NULL)
+		r->cap = 4096;
+	if (r == NULL || (r->buf = malloc(r->cap)) == NULL) {
 		free(r);
 		fclose(f);
 		hdr_msg(err, errlen, "out of memory");
@@ -781,6 +806,11 @@ int cn_trace_reader_next(struct cn_trace_reader *r, struct cn_trace_rec *rec)
 			     r->off, len);
 			return rfail(r, -EBADMSG);
 		}
+		if (rgrow(r, len) < 0) {
+			rmsg(r, "out of memory");
+			return rfail(r, -ENOMEM);
+		}
+		p = r->buf;
 		got = rread(r, p + CN_TRACE_REC_HDR, len - CN_TRACE_REC_HDR);
 		if (got < 0) {
 			rmsg(r, "read error at byte %" PRIu64 ": %s", r->off, strerror((int)-got));
