@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Trace recording (--trace-output): the file format (writer and reader,
- * rotation, truncation, corruption, a fuzzer over the reader).
+ * rotation, truncation, corruption, a fuzzer over the reader), and the
+ * recorder (per-core trace rings, the drain, drops, the engine's records).
  * Runs without hugepages (cn_test_eal_init).
  */
 #include <errno.h>
@@ -21,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "cn_engine.h"
+#include "cn_tel.h"
 #include "cn_test_eal.h"
 #include "cn_trace.h"
 
@@ -781,6 +784,296 @@ static void test_writer_errors(void **state)
 	free_sample(&s);
 }
 
+/* ---- the recorder: trace rings, the drain, the engine's records ---- */
+
+static unsigned tel_seq;
+
+static struct cn_tel *tel_new(unsigned ncores, bool events, unsigned trace_ring, const char *path,
+			      struct cn_trace_writer **wout)
+{
+	char name[16];
+	struct cn_tel_cfg cfg = {
+		.ncores = ncores, .enabled = events, .trace_ring_size = trace_ring,
+		.name = name, .socket_id = -1,
+	};
+	struct cn_trace_writer_cfg wcfg = {.path = path, .meta = &test_meta};
+	struct cn_trace_writer *w;
+	struct cn_tel *t;
+
+	snprintf(name, sizeof(name), "tt%u", tel_seq++);
+	assert_int_equal(cn_tel_create(&cfg, &t), 0);
+	assert_int_equal(t->tracing, trace_ring != 0);
+	if (path != NULL) {
+		assert_int_equal(cn_trace_writer_open(&wcfg, &w), 0);
+		assert_int_equal(cn_tel_trace_attach(t, w), 0);
+		if (wout != NULL)
+			*wout = w;
+	}
+	return t;
+}
+
+/* Read every record of @path into @out (max @cap); returns how many; *lost gets LOST totals. */
+static unsigned read_all(const char *path, struct exp_rec *out, unsigned cap, uint64_t *lost,
+			 bool *complete)
+{
+	struct cn_trace_reader *r;
+	struct cn_trace_rec rec;
+	char err[256];
+	unsigned n = 0;
+
+	*lost = 0;
+	assert_int_equal(cn_trace_reader_open(path, &r, err, sizeof(err)), 0);
+	while (cn_trace_reader_next(r, &rec) == 1) {
+		if (rec.kind == CN_TRACE_LOST) {
+			*lost += rec.lost;
+			continue;
+		}
+		if (rec.kind == CN_TRACE_END)
+			continue;
+		assert_true(n < cap);
+		out[n].kind = rec.kind;
+		out[n].op = rec.op;
+		assert_true(rec.op.nkeys <= 64);
+		memcpy(out[n].keys, rec.keys, rec.op.nkeys * sizeof(rec.keys[0]));
+		n++;
+	}
+	*complete = cn_trace_reader_complete(r);
+	cn_trace_reader_close(&r);
+	return n;
+}
+
+static void expect(const struct exp_rec *g, unsigned kind, unsigned core, const struct cn_key *k,
+		   uint32_t nkeys, uint32_t val, int32_t status)
+{
+	assert_int_equal(g->kind, kind);
+	assert_int_equal(g->op.core, core);
+	assert_int_equal(g->op.op_id >> 48, core); /* the telemetry session id of that core */
+	assert_int_equal(g->op.nkeys, nkeys);
+	assert_int_equal(g->op.val, val);
+	assert_int_equal(g->op.status, status);
+	assert_int_equal(g->op.conn, 0);
+	assert_memory_equal(g->keys, k, nkeys * sizeof(*k));
+}
+
+/* Every engine operation leaves one record with its keys, sizes and status. */
+static void test_engine_records(void **state)
+{
+	char path[128];
+	struct cn_tel *t;
+	struct cn_engine *e;
+	struct cn_engine_cfg ecfg = {
+		.l1_size = 16u << 20, .max_chunk = 64u << 10, .ncores = 2, .socket_id = -1,
+		.name = "trace_eng",
+	};
+	struct cn_l1_ref ref, r4, r5;
+	struct cn_key k[6], batch[3];
+	struct exp_rec got[32];
+	struct cn_tel_drain_stats ds;
+	struct timespec now;
+	uint32_t prefix;
+	uint64_t lost, mono_now;
+	bool complete;
+	size_t flen;
+	uint8_t *bytes;
+	unsigned n;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "engine");
+	for (unsigned i = 0; i < 6; i++)
+		k[i] = key_of(100 + i);
+	t = tel_new(2, true, 4096, path, NULL);
+	ecfg.tel = t;
+	assert_int_equal(cn_engine_create(&ecfg, &e), 0);
+
+	assert_int_equal(cn_engine_store_begin(e, 0, &k[1], 1000, &ref), 0);
+	memset(ref.data, 1, 1000);
+	assert_int_equal(cn_engine_store_commit(e, 0, &ref), 0);
+	assert_int_equal(cn_engine_store_begin(e, 0, &k[1], 500, &ref), -EEXIST);
+	assert_int_equal(cn_engine_store_begin(e, 0, &k[2], 2000, &ref), 0);
+	cn_engine_store_abort(e, 0, &ref);
+	assert_int_equal(cn_engine_store_begin(e, 0, &k[3], 70000, &ref), -E2BIG);
+	batch[0] = k[1], batch[1] = k[2], batch[2] = k[1];
+	assert_int_equal(cn_engine_lookup(e, 0, batch, 3, &prefix, NULL), 0);
+	assert_int_equal(prefix, 1);
+	assert_int_equal(cn_engine_retrieve_pin(e, 0, &k[1], &ref), 0);
+	cn_engine_unpin(e, 0, &ref);
+	assert_int_equal(cn_engine_retrieve_pin(e, 0, &k[2], &ref), -ENOENT);
+	assert_int_equal(cn_engine_delete(e, 1, &k[1]), 0);
+	assert_int_equal(cn_engine_delete(e, 1, &k[1]), -ENOENT);
+	/* a batch: both reserved, committed in the other order */
+	assert_int_equal(cn_engine_store_begin(e, 1, &k[4], 4096, &r4), 0);
+	assert_int_equal(cn_engine_store_begin(e, 1, &k[5], 8192, &r5), 0);
+	assert_int_equal(cn_engine_store_commit(e, 1, &r5), 0);
+	assert_int_equal(cn_engine_store_commit(e, 1, &r4), 0);
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_emitted), 7);
+	assert_int_equal(CN_STAT_GET(&t->core[1].st, trace_emitted), 4);
+	assert_int_equal(cn_tel_trace_depth(t, 0), 7 + 6 + 3); /* headers, single keys, batch */
+
+	cn_tel_stop(t); /* the last drain pass writes them; the file gets its END */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	mono_now = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	cn_tel_drain_stats(t, &ds);
+	assert_int_equal(ds.trace_written, 11);
+	assert_int_equal(ds.trace_files, 1);
+	assert_int_equal(ds.trace_errors, 0);
+	bytes = slurp(path, &flen);
+	free(bytes);
+	assert_int_equal(ds.trace_bytes, flen);
+
+	n = read_all(path, got, 32, &lost, &complete);
+	assert_int_equal(n, 11);
+	assert_int_equal(lost, 0);
+	assert_true(complete);
+	/* core 0's ring is drained before core 1's: each core's records in its order */
+	expect(&got[0], CN_TRACE_store, 0, &k[1], 1, 1000, 0);
+	expect(&got[1], CN_TRACE_store, 0, &k[1], 1, 500, -EEXIST);
+	expect(&got[2], CN_TRACE_store, 0, &k[2], 1, 2000, -ECONNABORTED);
+	expect(&got[3], CN_TRACE_store, 0, &k[3], 1, 70000, -E2BIG);
+	expect(&got[4], CN_TRACE_lookup, 0, batch, 3, 1, 0);
+	expect(&got[5], CN_TRACE_retrieve, 0, &k[1], 1, 1000, 0);
+	expect(&got[6], CN_TRACE_retrieve, 0, &k[2], 1, 0, -ENOENT);
+	expect(&got[7], CN_TRACE_delete, 1, &k[1], 1, 0, 0);
+	expect(&got[8], CN_TRACE_delete, 1, &k[1], 1, 0, -ENOENT);
+	expect(&got[9], CN_TRACE_store, 1, &k[5], 1, 8192, 0);
+	expect(&got[10], CN_TRACE_store, 1, &k[4], 1, 4096, 0);
+	/* the store's op id is its span's: the one begun first (k4) has the smaller id */
+	assert_true(got[10].op.op_id < got[9].op.op_id);
+	for (unsigned i = 0; i < n; i++) {
+		assert_true(got[i].op.mono_ns <= mono_now);
+		assert_true(i == 0 || i == 7 || got[i].op.mono_ns >= got[i - 1].op.mono_ns);
+		assert_true(got[i].op.wall_ns > UINT64_C(1600000000) * 1000000000u);
+	}
+	cn_engine_destroy(&e);
+	cn_tel_destroy(&t);
+	unlink(path);
+}
+
+/* A full ring drops whole records, counts them, and the file says how many. */
+static void test_ring_drops(void **state)
+{
+	char path[128];
+	struct cn_tel *t;
+	struct cn_key keys[100];
+	struct exp_rec got[64];
+	struct cn_tel_drain_stats ds;
+	uint64_t lost;
+	bool complete;
+	unsigned n;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "drops");
+	for (unsigned i = 0; i < 100; i++)
+		keys[i] = key_of(i);
+	/* events off: the trace still records (its own drain duty) */
+	t = tel_new(1, false, 64, path, NULL);
+	assert_false(t->enabled);
+	for (unsigned i = 0; i < 40; i++) /* 2 slots each; 63 usable: 31 fit */
+		cn_tel_trace(t, 0, CN_TRACE_delete, i, &keys[i], 1, 0, 0);
+	cn_tel_trace(t, 0, CN_TRACE_lookup, 40, keys, 100, 0, 0); /* never fits */
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_emitted), 31);
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_drops), 10);
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, events), 0);
+	assert_true(cn_tel_drain_once(t) > 0);
+	for (unsigned i = 0; i < 5; i++)
+		cn_tel_trace(t, 0, CN_TRACE_delete, 50 + i, &keys[50 + i], 1, 0, -ENOENT);
+	cn_tel_stop(t);
+	cn_tel_drain_stats(t, &ds);
+	assert_int_equal(ds.trace_written, 36);
+	n = read_all(path, got, 64, &lost, &complete);
+	assert_int_equal(n, 36);
+	assert_int_equal(lost, 10);
+	assert_true(complete);
+	for (unsigned i = 0; i < n; i++) {
+		unsigned want = i < 31 ? i : 50 + (i - 31);
+
+		assert_int_equal(got[i].op.op_id, want);
+		assert_memory_equal(got[i].keys, &keys[want], sizeof(keys[0]));
+	}
+	cn_tel_destroy(&t);
+	unlink(path);
+}
+
+/*
+ * Records of every size through a small ring, many times round: a record
+ * split by the ring's end (zero-copy enqueue in two parts) or by the drain's
+ * burst comes out whole and in order.
+ */
+static void test_ring_wraparound(void **state)
+{
+	char path[128];
+	struct cn_tel *t;
+	struct cn_key *keys = malloc(1024 * sizeof(*keys));
+	struct cn_trace_reader *r;
+	struct cn_trace_rec rec;
+	uint64_t seed = 77, check = 77, total_keys = 0;
+	char err[256];
+	unsigned n = 0;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "wrap");
+	t = tel_new(1, true, 4096, path, NULL);
+	for (unsigned i = 0; i < 1500; i++) {
+		uint32_t nk = (uint32_t)(rng_next(&seed) % 1025);
+
+		for (uint32_t k = 0; k < nk; k++)
+			keys[k] = key_of(i * 2048 + k);
+		if (cn_tel_trace_depth(t, 0) + nk + 1 > 4095)
+			cn_tel_drain_once(t);
+		cn_tel_trace(t, 0, CN_TRACE_lookup, i, keys, nk, nk / 2, 0);
+		total_keys += nk;
+	}
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_drops), 0);
+	cn_tel_stop(t);
+	assert_int_equal(cn_trace_reader_open(path, &r, err, sizeof(err)), 0);
+	while (cn_trace_reader_next(r, &rec) == 1 && rec.kind != CN_TRACE_END) {
+		uint32_t nk = (uint32_t)(rng_next(&check) % 1025);
+
+		assert_int_equal(rec.kind, CN_TRACE_lookup);
+		assert_int_equal(rec.op.op_id, n);
+		assert_int_equal(rec.op.nkeys, nk);
+		assert_int_equal(rec.op.val, nk / 2);
+		for (uint32_t k = 0; k < nk; k++) {
+			struct cn_key want = key_of(n * 2048 + k);
+
+			assert_memory_equal(&rec.keys[k], &want, sizeof(want));
+		}
+		n++;
+	}
+	assert_int_equal(n, 1500);
+	assert_true(total_keys > 1500 * 400);
+	cn_trace_reader_close(&r);
+	cn_tel_destroy(&t);
+	free(keys);
+	unlink(path);
+}
+
+static void test_attach_rules(void **state)
+{
+	char path[128];
+	struct cn_trace_writer_cfg wcfg = {.path = path, .meta = &test_meta};
+	struct cn_trace_writer *w, *w2;
+	struct cn_tel *t;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "attach");
+	assert_int_equal(cn_trace_writer_open(&wcfg, &w), 0);
+	t = tel_new(1, true, 0, NULL, NULL);
+	assert_int_equal(cn_tel_trace_attach(t, w), -EINVAL); /* no trace rings */
+	cn_tel_trace(t, 0, CN_TRACE_delete, 1, NULL, 0, 0, 0);	 /* one branch: nothing */
+	cn_tel_destroy(&t);
+
+	t = tel_new(1, true, 64, NULL, NULL);
+	assert_int_equal(cn_tel_start(t), -EINVAL); /* rings but nowhere to write */
+	assert_int_equal(cn_tel_trace_attach(t, w), 0);
+	assert_int_equal(cn_trace_writer_open(&wcfg, &w2), 0);
+	assert_int_equal(cn_tel_trace_attach(t, w2), -EBUSY);
+	cn_trace_writer_close(&w2, NULL);
+	assert_int_equal(cn_tel_start(t), 0);
+	assert_int_equal(cn_tel_trace_attach(t, w), -EBUSY);
+	cn_tel_destroy(&t); /* stops the drain, closes the writer */
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -793,6 +1086,10 @@ int main(void)
 		cmocka_unit_test(test_fuzz_reader),
 		cmocka_unit_test(test_rotation),
 		cmocka_unit_test(test_writer_errors),
+		cmocka_unit_test(test_engine_records),
+		cmocka_unit_test(test_ring_drops),
+		cmocka_unit_test(test_ring_wraparound),
+		cmocka_unit_test(test_attach_rules),
 	};
 	int r;
 

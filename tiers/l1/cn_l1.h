@@ -162,6 +162,12 @@ bool cn_l1_contains(struct cn_l1 *l1, unsigned core, const struct cn_key *key);
 uint32_t cn_l1_contains_prefix(struct cn_l1 *l1, unsigned core, const struct cn_key *keys,
 			       uint32_t n);
 
+/**
+ * cn_l1_ref_key - the key of a chunk lent through @ref (reserved or pinned;
+ * before commit/abort/unpin gives it back). Owned by the L1, read-only.
+ */
+const struct cn_key *cn_l1_ref_key(const struct cn_l1 *l1, const struct cn_l1_ref *ref);
+
 /** cn_l1_delete - remove @key. Returns 0 or -ENOENT. */
 int cn_l1_delete(struct cn_l1 *l1, unsigned core, const struct cn_key *key);
 
