@@ -29,9 +29,9 @@
 	X(no_telemetry, "", "", "switch telemetry events off (counters stay)")                 \
 	X(telemetry_ring_size, "N", "16384", "events per core ring (power of two, 64..16M)")    \
 	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")       \
-	X(trace_output, "FILE", "", "record every operation (keys, sizes, status) to FILE for cachenode-replay") \
-	X(trace_max_size, "SIZE", "0", "rotate --trace-output at SIZE: FILE.1, FILE.2, ... (0 = one file)") \
-	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record takes 1 + its keys)")
+	X(trace_output, "FILE", "", "record every operation to FILE for cachenode-replay")     \
+	X(trace_max_size, "SIZE", "0", "rotate --trace-output at SIZE (FILE.1, ...); 0 = never") \
+	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 

@@ -13,10 +13,10 @@
  * retrieve (one chunk, from pin to unpin, so the span covers sending it),
  * delete; evictions caused by a store are POINT events (keys = chunks
  * evicted, bytes = their bytes). With trace recording on (cn_tel tracing),
- * every operation also puts one trace record (keys, bytes, status) on
- * @core's trace ring: lookup, store (at commit or abort, or a failed
- * reserve), retrieve (at the pin), delete. With telemetry and tracing off
- * this is one branch.
+ * every operation also puts one trace record (keys, bytes, status, start
+ * and end) on @core's trace ring when it ends: lookup, store (reserve to
+ * commit or abort, or a failed reserve), retrieve (pin to unpin, or a miss),
+ * delete. With telemetry and tracing off this is one branch.
  * Chunks handed out through struct cn_l1_ref are lent: a reserved chunk
  * until store_commit/store_abort, a pinned one until unpin.
  */

@@ -20,8 +20,8 @@
  *
  * Trace recording (--trace-output, cn_trace.h): with cfg.trace_ring_size set,
  * each core also has a trace ring of 32-byte slots, and the engine puts one
- * record per operation into it (cn_tel_trace: a header slot, then one slot
- * per key, enqueued all or nothing, zero-copy). The drain thread turns them
+ * record per operation into it (cn_tel_trace: two header slots, then one
+ * slot per key, enqueued all or nothing, zero-copy). The drain thread turns them
  * into trace-file records through the attached writer; a full ring drops
  * the record and counts it, and the file gets a LOST record saying how many.
  * With no trace rings cn_tel_trace() is one branch.
@@ -213,7 +213,7 @@ struct cn_tel_cfg {
 	bool enabled;		/* false: --no-telemetry */
 	/*
 	 * Slots of each core's trace ring (power of two, 64..2^24); 0 = no
-	 * trace recording. A record takes 1 + keys slots; the ring holds
+	 * trace recording. A record takes 2 + keys slots; the ring holds
 	 * trace_ring_size - 1, so a record with more keys is always dropped.
 	 */
 	unsigned trace_ring_size;
@@ -315,22 +315,25 @@ static inline void cn_tel_emit(struct cn_tel *t, unsigned core, enum cn_tel_type
  * @core's trace ring, or count a drop. Only with t->tracing.
  */
 void cn_tel_trace_put(struct cn_tel *t, unsigned core, enum cn_trace_kind kind, uint64_t session,
-		      const struct cn_key *keys, uint32_t nkeys, uint32_t val, int32_t status);
+		      const struct cn_key *keys, uint32_t nkeys, uint32_t val, int32_t status,
+		      uint64_t begin_tsc);
 
 /*
- * cn_tel_trace - record one operation for --trace-output: @kind, its
- * telemetry @session, @nkeys keys (copied), @val (lookup: keys found;
- * store/retrieve: chunk bytes) and @status (0 or -errno). The time is taken
- * here. Never blocks: a full ring drops the record (trace_drops). One
- * branch when nothing is recorded.
+ * cn_tel_trace - record one operation for --trace-output, when it ends:
+ * @kind, its telemetry @session, @nkeys keys (copied), @val (lookup: keys
+ * found; store/retrieve: chunk bytes), @status (0 or -errno) and
+ * @begin_tsc, the rte_rdtsc() of its start (a store's reserve, a
+ * retrieve's pin; 0 when it had no extent). The end time is taken here.
+ * Never blocks: a full ring drops the record (trace_drops). One branch when
+ * nothing is recorded.
  */
 static inline void cn_tel_trace(struct cn_tel *t, unsigned core, enum cn_trace_kind kind,
 				uint64_t session, const struct cn_key *keys, uint32_t nkeys,
-				uint32_t val, int32_t status)
+				uint32_t val, int32_t status, uint64_t begin_tsc)
 {
 	if (!t->tracing)
 		return;
-	cn_tel_trace_put(t, core, kind, session, keys, nkeys, val, status);
+	cn_tel_trace_put(t, core, kind, session, keys, nkeys, val, status, begin_tsc);
 }
 
 #endif /* CN_TEL_H */

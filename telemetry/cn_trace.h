@@ -42,7 +42,7 @@
 #define CN_TRACE_VERSION   1
 #define CN_TRACE_HDR_LEN   256		/* version 1's header; readers accept longer */
 #define CN_TRACE_REC_HDR   12		/* len, kind, flags, crc */
-#define CN_TRACE_OP_BODY   40		/* the part every operation record starts with */
+#define CN_TRACE_OP_BODY   48		/* the part every operation record starts with */
 #define CN_TRACE_MAX_REC   (1u << 20)	/* readers refuse longer records */
 #define CN_TRACE_MAX_KEYS  CN_PROTO_MAX_KEYS /* keys of one record the node writes */
 #define CN_TRACE_MIN_ROTATE (64u << 10) /* smallest --trace-max-size */
@@ -54,8 +54,8 @@
  */
 #define CN_TRACE_OPS(X)                                                                     \
 	X(lookup, 1, "LOOKUP of a key batch: keys, keys found (prefix)")                     \
-	X(store, 2, "one chunk stored (at commit, or where it failed): key, bytes")          \
-	X(retrieve, 3, "one chunk pinned for reading (or missed): key, bytes")               \
+	X(store, 2, "one chunk, reserve to commit/abort (or a failed reserve): key, bytes")  \
+	X(retrieve, 3, "one chunk, pin to unpin (or a miss): key, bytes")                    \
 	X(delete, 4, "DELETE of one key")                                                    \
 	X(prefetch, 5, "L2 -> L1 prefetch of a key batch (not emitted yet: no L2 tier)")
 
@@ -91,10 +91,16 @@ struct cn_trace_header {
 	struct cn_trace_meta meta;
 };
 
-/* The common part of an operation record, plus its kind-specific numbers. */
+/*
+ * The common part of an operation record, plus its kind-specific numbers.
+ * An operation is recorded when it ends: a store at commit or abort (it
+ * began at the reserve), a retrieve at the unpin (it began at the pin), or
+ * where it failed; dur_ns says when it began.
+ */
 struct cn_trace_op {
-	uint64_t mono_ns;	/* CLOCK_MONOTONIC at the operation (from the core's TSC) */
-	uint64_t wall_ns;	/* CLOCK_REALTIME at the operation */
+	uint64_t mono_ns;	/* CLOCK_MONOTONIC at the end (from the core's TSC) */
+	uint64_t wall_ns;	/* CLOCK_REALTIME at the end */
+	uint64_t dur_ns;	/* end - start: reserve..commit, pin..unpin; 0 = one instant */
 	uint64_t op_id;		/* telemetry session id: the span's id in --trace-spans */
 	uint64_t conn;		/* client connection id; 0 = not known (see trace-format.md) */
 	uint16_t core;		/* worker slot that ran it */

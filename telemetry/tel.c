@@ -19,13 +19,14 @@
  *
  * Trace rings (--trace-output) are separate rings of 32-byte slots, plain
  * power-of-two rings (trace_ring_size slots, trace_ring_size - 1 usable). A
- * record is one header slot (struct trace_ent) followed by one slot per key,
- * reserved and published in one zero-copy enqueue, so the drain never sees
- * half a record: once it holds a header, the key slots behind it are there.
+ * record is a two-slot header (struct trace_ent) followed by one slot per
+ * key, reserved and published in one zero-copy enqueue, so the drain never
+ * sees half a record: once it holds a header's first slot, the rest is there.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,20 +51,33 @@
 #define TRACE_BUF	 2048	/* trace slots per dequeue: holds the largest record */
 #define TRACE_RING_MAX	 (1u << 24)
 
-/* A trace record's header slot on a trace ring; nkeys key slots follow. */
+/*
+ * A trace record's header on a trace ring: two slots (nkeys in the first, so
+ * the drain knows a record's size from its first slot); nkeys key slots
+ * follow.
+ */
 struct trace_ent {
-	uint64_t tsc;
+	uint64_t tsc;	    /* the end of the operation */
 	uint64_t session;
+	uint64_t begin_tsc; /* its start (reserve, pin); 0: one instant */
+	uint32_t nkeys;
 	uint32_t val;
 	int32_t status;
-	uint32_t nkeys;
 	uint16_t core;
 	uint8_t kind;
-	uint8_t pad;
+	uint8_t pad[25];
 };
 
-_Static_assert(sizeof(struct trace_ent) == CN_KEY_LEN, "a trace slot is one key");
-_Static_assert(TRACE_BUF > CN_TRACE_MAX_KEYS + 1, "the drain buffer holds a whole record");
+#define TRACE_SLOT  CN_KEY_LEN
+#define TRACE_HSLOT (sizeof(struct trace_ent) / TRACE_SLOT) /* header slots */
+
+struct trace_slot {
+	uint8_t b[TRACE_SLOT];
+};
+
+_Static_assert(sizeof(struct trace_ent) == 2 * TRACE_SLOT, "a trace header is two slots");
+_Static_assert(offsetof(struct trace_ent, nkeys) + 4 <= TRACE_SLOT, "nkeys in the first slot");
+_Static_assert(TRACE_BUF > CN_TRACE_MAX_KEYS + TRACE_HSLOT, "the drain buffer holds a record");
 
 /* TSC -> CLOCK_MONOTONIC / CLOCK_REALTIME, re-anchored every drain pass. */
 struct trace_clock {
@@ -141,7 +155,7 @@ struct cn_tel_priv {
 	struct tel_sub sub[TEL_MAX_SUBS];
 	struct tel_log log;
 	struct cn_trace_writer *tw;	/* trace recording; NULL without */
-	struct trace_ent *tbuf;		/* TRACE_BUF slots */
+	struct trace_slot *tbuf;	/* TRACE_BUF slots */
 	uint64_t trace_lost;		/* trace_drops already reported in a LOST record */
 	bool trace_failed;		/* the writer's error was logged */
 	struct trace_clock tclk;
@@ -285,33 +299,44 @@ static void handle_event(struct cn_tel_priv *p, const struct cn_tel_event *ev)
  */
 /* ---- trace records ---- */
 
+/* Copy @n slots from @src to slots [at, at + n) of a zero-copy reservation. */
+static void zc_put(const struct rte_ring_zc_data *z, unsigned at, const void *src, unsigned n)
+{
+	unsigned first = at < z->n1 ? RTE_MIN(n, z->n1 - at) : 0;
+
+	if (first != 0)
+		memcpy((struct trace_slot *)z->ptr1 + at, src, (size_t)first * TRACE_SLOT);
+	if (first < n)
+		memcpy((struct trace_slot *)z->ptr2 + (at + first - z->n1),
+		       (const struct trace_slot *)src + first, (size_t)(n - first) * TRACE_SLOT);
+}
+
 void cn_tel_trace_put(struct cn_tel *t, unsigned core, enum cn_trace_kind kind, uint64_t session,
-		      const struct cn_key *keys, uint32_t nkeys, uint32_t val, int32_t status)
+		      const struct cn_key *keys, uint32_t nkeys, uint32_t val, int32_t status,
+		      uint64_t begin_tsc)
 {
 	struct cn_tel_core *c = &t->core[core];
 	struct rte_ring_zc_data zcd;
-	struct trace_ent *e;
-	uint32_t n = nkeys + 1, first;
+	struct trace_ent e;
+	uint32_t n = nkeys + TRACE_HSLOT;
 
 	if (nkeys > CN_TRACE_MAX_KEYS ||
-	    rte_ring_enqueue_zc_bulk_elem_start(c->trace, sizeof(*e), n, &zcd, NULL) == 0) {
+	    rte_ring_enqueue_zc_bulk_elem_start(c->trace, TRACE_SLOT, n, &zcd, NULL) == 0) {
 		CN_STAT_INC(&c->st, trace_drops);
 		return;
 	}
-	e = zcd.ptr1; /* n1 >= 1: the header slot is always in the first part */
-	*e = (struct trace_ent){
+	e = (struct trace_ent){
 		.tsc = rte_rdtsc(),
 		.session = session,
+		.begin_tsc = begin_tsc,
+		.nkeys = nkeys,
 		.val = val,
 		.status = status,
-		.nkeys = nkeys,
 		.core = (uint16_t)core,
 		.kind = (uint8_t)kind,
 	};
-	first = RTE_MIN(zcd.n1 - 1, nkeys);
-	memcpy(e + 1, keys, (size_t)first * sizeof(*keys));
-	if (first < nkeys)
-		memcpy(zcd.ptr2, keys + first, (size_t)(nkeys - first) * sizeof(*keys));
+	zc_put(&zcd, 0, &e, TRACE_HSLOT);
+	zc_put(&zcd, TRACE_HSLOT, keys, nkeys);
 	rte_ring_enqueue_zc_elem_finish(c->trace, n);
 	CN_STAT_INC(&c->st, trace_emitted);
 }
@@ -339,19 +364,45 @@ static uint64_t trace_clock_at(const struct trace_clock *k, uint64_t base, uint6
 	return base > d ? base - d : 0;
 }
 
-static void trace_write(struct cn_tel_priv *p, const struct trace_ent *e)
+/* One record from @slots: its header, then its keys. */
+static void trace_write(struct cn_tel_priv *p, const struct trace_slot *slots)
 {
-	struct cn_trace_op op = {
-		.mono_ns = trace_clock_at(&p->tclk, p->tclk.mono_ns, e->tsc, p->hz),
-		.wall_ns = trace_clock_at(&p->tclk, p->tclk.wall_ns, e->tsc, p->hz),
-		.op_id = e->session,
-		.core = e->core,
-		.status = e->status,
-		.nkeys = e->nkeys,
-		.val = e->val,
-	};
+	struct trace_ent e;
+	struct cn_trace_op op;
 
-	cn_trace_writer_op(p->tw, e->kind, &op, (const struct cn_key *)(e + 1));
+	memcpy(&e, slots, sizeof(e));
+	op = (struct cn_trace_op){
+		.mono_ns = trace_clock_at(&p->tclk, p->tclk.mono_ns, e.tsc, p->hz),
+		.wall_ns = trace_clock_at(&p->tclk, p->tclk.wall_ns, e.tsc, p->hz),
+		.dur_ns = e.begin_tsc != 0 && e.tsc > e.begin_tsc ? tsc_to_ns(e.tsc - e.begin_tsc,
+									      p->hz)
+								  : 0,
+		.op_id = e.session,
+		.core = e.core,
+		.status = e.status,
+		.nkeys = e.nkeys,
+		.val = e.val,
+	};
+	if (op.dur_ns > op.mono_ns)
+		op.dur_ns = op.mono_ns;
+	cn_trace_writer_op(p->tw, e.kind, &op, (const struct cn_key *)(slots + TRACE_HSLOT));
+}
+
+/* The TSC of the record starting at @slot (its first slot holds it). */
+static uint64_t slot_tsc(const struct trace_slot *slot)
+{
+	uint64_t tsc;
+
+	memcpy(&tsc, slot->b + offsetof(struct trace_ent, tsc), sizeof(tsc));
+	return tsc;
+}
+
+static uint32_t slot_nkeys(const struct trace_slot *slot)
+{
+	uint32_t n;
+
+	memcpy(&n, slot->b + offsetof(struct trace_ent, nkeys), sizeof(n));
+	return n;
 }
 
 /*
@@ -381,12 +432,12 @@ static unsigned trace_pass(struct cn_tel *t, uint64_t *lag)
 
 			if (got == 0)
 				break;
-			if (now > p->tbuf[0].tsc && now - p->tbuf[0].tsc > *lag)
-				*lag = now - p->tbuf[0].tsc;
+			if (now > slot_tsc(&p->tbuf[0]) && now - slot_tsc(&p->tbuf[0]) > *lag)
+				*lag = now - slot_tsc(&p->tbuf[0]);
 			moved += got;
 			budget -= RTE_MIN(budget, got);
 			while (i < got) {
-				unsigned need = 1 + p->tbuf[i].nkeys;
+				unsigned need = TRACE_HSLOT + slot_nkeys(&p->tbuf[i]);
 
 				if (i + need > got) {
 					/* the burst ended inside a record: the rest is published */
@@ -533,12 +584,12 @@ static int create_trace_rings(struct cn_tel *t, const struct cn_tel_cfg *cfg, co
 {
 	char rname[RTE_RING_NAMESIZE];
 
-	t->priv->tbuf = malloc(TRACE_BUF * sizeof(struct trace_ent));
+	t->priv->tbuf = malloc(TRACE_BUF * sizeof(struct trace_slot));
 	if (t->priv->tbuf == NULL)
 		return -ENOMEM;
 	for (unsigned c = 0; c < cfg->ncores; c++) {
 		snprintf(rname, sizeof(rname), "%s_trc%u", name, c);
-		t->core[c].trace = rte_ring_create_elem(rname, sizeof(struct trace_ent),
+		t->core[c].trace = rte_ring_create_elem(rname, TRACE_SLOT,
 							cfg->trace_ring_size, cfg->socket_id,
 							RING_F_SP_ENQ | RING_F_SC_DEQ);
 		if (t->core[c].trace == NULL)

@@ -45,10 +45,11 @@ enum {
 enum {
 	OP_MONO = 0,
 	OP_WALL = 8,
-	OP_ID = 16,
-	OP_CONN = 24,
-	OP_CORE = 32,
-	OP_STATUS = 36,
+	OP_DUR = 16,
+	OP_ID = 24,
+	OP_CONN = 32,
+	OP_CORE = 40,
+	OP_STATUS = 44,
 	OP_END = CN_TRACE_OP_BODY,
 };
 
@@ -360,6 +361,7 @@ static void put_op(uint8_t *b, const struct cn_trace_op *op)
 {
 	cn_put_le64(b + OP_MONO, op->mono_ns);
 	cn_put_le64(b + OP_WALL, op->wall_ns);
+	cn_put_le64(b + OP_DUR, op->dur_ns);
 	cn_put_le64(b + OP_ID, op->op_id);
 	cn_put_le64(b + OP_CONN, op->conn);
 	cn_put_le16(b + OP_CORE, op->core);
@@ -733,11 +735,12 @@ static bool decode(struct cn_trace_reader *r, uint16_t kind, const uint8_t *b, u
 		return false;
 	rec->op.mono_ns = cn_get_le64(b + OP_MONO);
 	rec->op.wall_ns = cn_get_le64(b + OP_WALL);
+	rec->op.dur_ns = cn_get_le64(b + OP_DUR);
 	rec->op.op_id = cn_get_le64(b + OP_ID);
 	rec->op.conn = cn_get_le64(b + OP_CONN);
 	rec->op.core = cn_get_le16(b + OP_CORE);
 	rec->op.status = (int32_t)cn_get_le32(b + OP_STATUS);
-	if (rec->op.status > 0)
+	if (rec->op.status > 0 || rec->op.dur_ns > rec->op.mono_ns)
 		return false;
 	switch (kind) {
 	case CN_TRACE_delete:

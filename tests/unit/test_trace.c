@@ -125,6 +125,7 @@ static void make_sample(struct sample *s, unsigned n, uint64_t seed, bool end)
 		e->op = (struct cn_trace_op){
 			.mono_ns = 1000 + i * 17,
 			.wall_ns = x,
+			.dur_ns = x % 999,
 			.op_id = i,
 			.conn = 0,
 			.core = (uint16_t)(x % 4),
@@ -178,6 +179,7 @@ static bool same_rec(const struct exp_rec *e, const struct cn_trace_rec *g)
 	if (e->kind == CN_TRACE_LOST)
 		return e->lost == g->lost;
 	return e->op.mono_ns == g->op.mono_ns && e->op.wall_ns == g->op.wall_ns &&
+	       e->op.dur_ns == g->op.dur_ns &&
 	       e->op.op_id == g->op.op_id && e->op.conn == g->op.conn &&
 	       e->op.core == g->op.core && e->op.status == g->op.status &&
 	       e->op.nkeys == g->op.nkeys && e->op.val == g->op.val &&
@@ -315,7 +317,7 @@ static void test_extensions(void **state)
 	struct cn_trace_rec rec;
 	struct cn_trace_op op = {.mono_ns = 5, .op_id = 9, .nkeys = 1, .val = 77};
 	struct cn_key k = key_of(3);
-	uint8_t body[40 + 8 + 32 + 16] = {0}, junk[100];
+	uint8_t body[48 + 8 + 32 + 16] = {0}, junk[100];
 	char err[256];
 
 	(void)state;
@@ -324,13 +326,14 @@ static void test_extensions(void **state)
 	/* a STORE body laid out by hand from docs/trace-format.md, with 16 bytes more */
 	cn_put_le64(body + 0, 1234);	  /* mono_ns */
 	cn_put_le64(body + 8, 5678);	  /* wall_ns */
-	cn_put_le64(body + 16, 99);	  /* op_id */
-	cn_put_le64(body + 24, 7);	  /* conn */
-	cn_put_le16(body + 32, 2);	  /* core */
-	cn_put_le32(body + 36, (uint32_t)-ENOSPC); /* status */
-	cn_put_le32(body + 40, 4096);	  /* len */
-	memcpy(body + 48, &k, sizeof(k)); /* key */
-	memset(body + 80, 0xee, 16);	  /* a future field */
+	cn_put_le64(body + 16, 34);	  /* dur_ns */
+	cn_put_le64(body + 24, 99);	  /* op_id */
+	cn_put_le64(body + 32, 7);	  /* conn */
+	cn_put_le16(body + 40, 2);	  /* core */
+	cn_put_le32(body + 44, (uint32_t)-ENOSPC); /* status */
+	cn_put_le32(body + 48, 4096);	  /* len */
+	memcpy(body + 56, &k, sizeof(k)); /* key */
+	memset(body + 88, 0xee, 16);	  /* a future field */
 	assert_int_equal(cn_trace_writer_open(&cfg, &w), 0);
 	assert_int_equal(cn_trace_writer_op(w, CN_TRACE_delete, &op, &k), 0);
 	assert_int_equal(cn_trace_writer_raw(w, 999, junk, sizeof(junk)), 0);
@@ -350,6 +353,7 @@ static void test_extensions(void **state)
 	assert_int_equal(rec.kind, CN_TRACE_store);
 	assert_int_equal(rec.op.mono_ns, 1234);
 	assert_int_equal(rec.op.wall_ns, 5678);
+	assert_int_equal(rec.op.dur_ns, 34);
 	assert_int_equal(rec.op.op_id, 99);
 	assert_int_equal(rec.op.conn, 7);
 	assert_int_equal(rec.op.core, 2);
@@ -907,7 +911,7 @@ static void test_engine_records(void **state)
 	assert_int_equal(cn_engine_store_commit(e, 1, &r4), 0);
 	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_emitted), 7);
 	assert_int_equal(CN_STAT_GET(&t->core[1].st, trace_emitted), 4);
-	assert_int_equal(cn_tel_trace_depth(t, 0), 7 + 6 + 3); /* headers, single keys, batch */
+	assert_int_equal(cn_tel_trace_depth(t, 0), 7 * 2 + 6 + 3); /* headers, keys, batch */
 
 	cn_tel_stop(t); /* the last drain pass writes them; the file gets its END */
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -938,6 +942,17 @@ static void test_engine_records(void **state)
 	expect(&got[10], CN_TRACE_store, 1, &k[4], 1, 4096, 0);
 	/* the store's op id is its span's: the one begun first (k4) has the smaller id */
 	assert_true(got[10].op.op_id < got[9].op.op_id);
+	/* reserve..commit/abort and pin..unpin have a duration; failures and instants none */
+	for (unsigned i = 0; i < n; i++) {
+		bool span = (got[i].kind == CN_TRACE_store &&
+			     (got[i].op.status == 0 || got[i].op.status == -ECONNABORTED)) ||
+			    (got[i].kind == CN_TRACE_retrieve && got[i].op.status == 0);
+
+		assert_true(span ? got[i].op.dur_ns > 0 : got[i].op.dur_ns == 0);
+	}
+	/* k4 was reserved before k5 and committed after it: it started first */
+	assert_true(got[10].op.mono_ns - got[10].op.dur_ns < got[9].op.mono_ns - got[9].op.dur_ns);
+	assert_true(got[10].op.mono_ns > got[9].op.mono_ns);
 	for (unsigned i = 0; i < n; i++) {
 		assert_true(got[i].op.mono_ns <= mono_now);
 		assert_true(i == 0 || i == 7 || got[i].op.mono_ns >= got[i - 1].op.mono_ns);
@@ -967,24 +982,24 @@ static void test_ring_drops(void **state)
 	/* events off: the trace still records (its own drain duty) */
 	t = tel_new(1, false, 64, path, NULL);
 	assert_false(t->enabled);
-	for (unsigned i = 0; i < 40; i++) /* 2 slots each; 63 usable: 31 fit */
-		cn_tel_trace(t, 0, CN_TRACE_delete, i, &keys[i], 1, 0, 0);
-	cn_tel_trace(t, 0, CN_TRACE_lookup, 40, keys, 100, 0, 0); /* never fits */
-	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_emitted), 31);
-	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_drops), 10);
+	for (unsigned i = 0; i < 40; i++) /* 3 slots each; 63 usable: 21 fit */
+		cn_tel_trace(t, 0, CN_TRACE_delete, i, &keys[i], 1, 0, 0, 0);
+	cn_tel_trace(t, 0, CN_TRACE_lookup, 40, keys, 100, 0, 0, 0); /* never fits */
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_emitted), 21);
+	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_drops), 20);
 	assert_int_equal(CN_STAT_GET(&t->core[0].st, events), 0);
 	assert_true(cn_tel_drain_once(t) > 0);
 	for (unsigned i = 0; i < 5; i++)
-		cn_tel_trace(t, 0, CN_TRACE_delete, 50 + i, &keys[50 + i], 1, 0, -ENOENT);
+		cn_tel_trace(t, 0, CN_TRACE_delete, 50 + i, &keys[50 + i], 1, 0, -ENOENT, 0);
 	cn_tel_stop(t);
 	cn_tel_drain_stats(t, &ds);
-	assert_int_equal(ds.trace_written, 36);
+	assert_int_equal(ds.trace_written, 26);
 	n = read_all(path, got, 64, &lost, &complete);
-	assert_int_equal(n, 36);
-	assert_int_equal(lost, 10);
+	assert_int_equal(n, 26);
+	assert_int_equal(lost, 20);
 	assert_true(complete);
 	for (unsigned i = 0; i < n; i++) {
-		unsigned want = i < 31 ? i : 50 + (i - 31);
+		unsigned want = i < 21 ? i : 50 + (i - 21);
 
 		assert_int_equal(got[i].op.op_id, want);
 		assert_memory_equal(got[i].keys, &keys[want], sizeof(keys[0]));
@@ -1017,9 +1032,9 @@ static void test_ring_wraparound(void **state)
 
 		for (uint32_t k = 0; k < nk; k++)
 			keys[k] = key_of(i * 2048 + k);
-		if (cn_tel_trace_depth(t, 0) + nk + 1 > 4095)
+		if (cn_tel_trace_depth(t, 0) + nk + 2 > 4095)
 			cn_tel_drain_once(t);
-		cn_tel_trace(t, 0, CN_TRACE_lookup, i, keys, nk, nk / 2, 0);
+		cn_tel_trace(t, 0, CN_TRACE_lookup, i, keys, nk, nk / 2, 0, rte_rdtsc() - 1000);
 		total_keys += nk;
 	}
 	assert_int_equal(CN_STAT_GET(&t->core[0].st, trace_drops), 0);
@@ -1059,7 +1074,7 @@ static void test_attach_rules(void **state)
 	assert_int_equal(cn_trace_writer_open(&wcfg, &w), 0);
 	t = tel_new(1, true, 0, NULL, NULL);
 	assert_int_equal(cn_tel_trace_attach(t, w), -EINVAL); /* no trace rings */
-	cn_tel_trace(t, 0, CN_TRACE_delete, 1, NULL, 0, 0, 0);	 /* one branch: nothing */
+	cn_tel_trace(t, 0, CN_TRACE_delete, 1, NULL, 0, 0, 0, 0); /* one branch: nothing */
 	cn_tel_destroy(&t);
 
 	t = tel_new(1, true, 64, NULL, NULL);

@@ -61,6 +61,7 @@ struct cn_l1_ref {
 	uint32_t len;  /* chunk bytes */
 	void *data;    /* len bytes inside the pool */
 	uint64_t session; /* the caller's (telemetry session of the engine); L1 ignores it */
+	uint64_t tsc;	  /* the caller's (when the engine lent it, for traces); L1 ignores it */
 };
 
 #define CN_L1_METRICS(X)                                                                  \
