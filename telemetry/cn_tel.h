@@ -110,7 +110,7 @@ struct cn_tel_core_stats {
 	X(spans_unmatched, COUNTER, "STARTs never ended (expired) or ENDs never started")  \
 	X(subscriber_errors, COUNTER, "subscriber calls that failed")                      \
 	X(drain_lag_ns, GAUGE, "age of the oldest event in the last drain pass, ns")       \
-	X(trace_written, COUNTER, "operation records written to the --trace-output file")  \
+	X(trace_written, COUNTER, "operation records written (write()) to the --trace-output file") \
 	X(trace_bytes, COUNTER, "bytes written to --trace-output files")                   \
 	X(trace_files, COUNTER, "--trace-output files opened (1 + rotations)")             \
 	X(trace_errors, COUNTER, "trace records lost to a write error (recording stops at the first)")

@@ -151,10 +151,10 @@ struct cn_trace_writer_cfg {
 };
 
 struct cn_trace_writer_stats {
-	uint64_t records; /* operation records written */
-	uint64_t bytes;	  /* bytes written, over every file */
+	uint64_t records; /* operation records handed to the kernel (write) */
+	uint64_t bytes;	  /* bytes handed to the kernel, over every file */
 	uint64_t files;	  /* files opened */
-	uint64_t errors;  /* records not written because of an I/O error */
+	uint64_t errors;  /* records lost to an I/O error (buffered ones included) */
 };
 
 /*

@@ -50,6 +50,7 @@
 #define TEL_LOG_PERIOD_S 1	/* at most one error line per op per period */
 #define TRACE_BUF	 2048	/* trace slots per dequeue: holds the largest record */
 #define TRACE_RING_MAX	 (1u << 24)
+#define TRACE_FLUSH_MS	 20	/* the longest buffered trace records wait under load */
 
 /*
  * A trace record's header on a trace ring: two slots (nkeys in the first, so
@@ -157,6 +158,7 @@ struct cn_tel_priv {
 	struct cn_trace_writer *tw;	/* trace recording; NULL without */
 	struct trace_slot *tbuf;	/* TRACE_BUF slots */
 	uint64_t trace_lost;		/* trace_drops already reported in a LOST record */
+	uint64_t trace_flush_tsc;	/* the last write() of the trace buffer */
 	bool trace_failed;		/* the writer's error was logged */
 	struct trace_clock tclk;
 	struct cn_tel_drain_stats st CN_CACHE_ALIGNED;
@@ -466,8 +468,15 @@ static unsigned trace_pass(struct cn_tel *t, uint64_t *lag)
 		p->trace_lost = drops;
 		moved++;
 	}
-	if (moved != 0)
+	/*
+	 * Hand the buffer to the kernel when the rings ran dry or every
+	 * TRACE_FLUSH_MS under load, not after every pass: a drain that never
+	 * sleeps would otherwise make one write() per handful of records.
+	 */
+	if (moved == 0 || p->tclk.tsc - p->trace_flush_tsc >= p->hz / 1000 * TRACE_FLUSH_MS) {
 		cn_trace_writer_flush(p->tw);
+		p->trace_flush_tsc = p->tclk.tsc;
+	}
 	cn_trace_writer_stats(p->tw, &ws);
 	CN_STAT_SET(&p->st, trace_written, ws.records);
 	CN_STAT_SET(&p->st, trace_bytes, ws.bytes);
@@ -810,7 +819,8 @@ void cn_tel_stop(struct cn_tel *t)
 		char *path = strdup(cn_trace_writer_path(p->tw));
 		int r = cn_trace_writer_close(&p->tw, &ws);
 
-		CN_STAT_SET(&p->st, trace_bytes, ws.bytes); /* with the END record */
+		CN_STAT_SET(&p->st, trace_written, ws.records); /* the last flush's too */
+		CN_STAT_SET(&p->st, trace_bytes, ws.bytes);	 /* with the END record */
 		CN_STAT_SET(&p->st, trace_errors, ws.errors);
 		if (r < 0 && !p->trace_failed)
 			RTE_LOG(ERR, USER1, "cachenode: trace %s: %s\n", path ? path : "?",

@@ -162,6 +162,7 @@ struct cn_trace_writer {
 	uint64_t file_bytes;	/* in the current file, buffered bytes included */
 	uint64_t file_records;	/* operation records in the current file */
 	uint64_t lost_total;
+	uint64_t unflushed;	/* operation records in the buffer */
 	uint32_t seq;
 	uint32_t prev_crc;	/* of the last record (or header) of the current file */
 	uint8_t hdr[CN_TRACE_HDR_LEN];
@@ -204,9 +205,14 @@ int cn_trace_writer_flush(struct cn_trace_writer *w)
 	if (w->used == 0)
 		return 0;
 	r = write_all(w->fd, w->buf, w->used);
-	if (r < 0)
+	if (r < 0) {
+		w->st.errors += w->unflushed;
+		w->unflushed = 0;
 		return wfail(w, r);
+	}
 	w->st.bytes += w->used;
+	w->st.records += w->unflushed;
+	w->unflushed = 0;
 	w->used = 0;
 	return 0;
 }
@@ -419,7 +425,7 @@ int cn_trace_writer_op(struct cn_trace_writer *w, unsigned kind, const struct cn
 	}
 	rec_done(w, p, len);
 	w->file_records++;
-	w->st.records++;
+	w->unflushed++;
 	return 0;
 }
 
