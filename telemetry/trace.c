@@ -60,9 +60,30 @@ enum {
 #define BODY_LOST  24			    /* lost, lost_total, mono_ns */
 #define BODY_END   24			    /* records, lost_total, next_seq, 0 */
 
+/*
+ * CRC32C register update over @n bytes at any alignment: DPDK's crc32
+ * instructions (or its tables), fed 8 bytes at a time through memcpy
+ * (rte_hash_crc() itself dereferences unaligned uint64_t pointers, which
+ * records at any offset in a buffer would give it).
+ */
+static uint32_t crc_update(uint32_t c, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+
+	for (; n >= 8; p += 8, n -= 8) {
+		uint64_t v;
+
+		memcpy(&v, p, sizeof(v));
+		c = rte_hash_crc_8byte(v, c);
+	}
+	for (; n > 0; p++, n--)
+		c = rte_hash_crc_1byte(*p, c);
+	return c;
+}
+
 uint32_t cn_trace_crc32c(const void *buf, size_t len)
 {
-	return ~rte_hash_crc(buf, (uint32_t)len, 0xffffffffu);
+	return ~crc_update(0xffffffffu, buf, len);
 }
 
 /*
@@ -77,9 +98,9 @@ static uint32_t rec_crc(uint32_t prev, const uint8_t *rec, uint32_t len)
 	uint32_t c;
 
 	cn_put_le32(p, prev);
-	c = rte_hash_crc(p, 4, 0xffffffffu);
-	c = rte_hash_crc(rec, 8, c);
-	return ~rte_hash_crc(rec + CN_TRACE_REC_HDR, len - CN_TRACE_REC_HDR, c);
+	c = crc_update(0xffffffffu, p, 4);
+	c = crc_update(c, rec, 8);
+	return ~crc_update(c, rec + CN_TRACE_REC_HDR, len - CN_TRACE_REC_HDR);
 }
 
 uint64_t cn_trace_config_digest(uint64_t l1_size, uint64_t max_chunk, const char *eviction)
