@@ -21,10 +21,10 @@
  * Trace recording (--trace-output, cn_trace.h): with cfg.trace_ring_size set,
  * each core also has a trace ring of 32-byte slots, and the engine puts one
  * record per operation into it (cn_tel_trace: two header slots, then one
- * slot per key, enqueued all or nothing, zero-copy). The drain thread turns them
- * into trace-file records through the attached writer; a full ring drops
- * the record and counts it, and the file gets a LOST record saying how many.
- * With no trace rings cn_tel_trace() is one branch.
+ * slot per key, enqueued all or nothing, zero-copy). The drain thread turns
+ * them into trace-file records through the attached writer; a full ring
+ * drops the record and counts it, and the file gets a LOST record saying how
+ * many. With no trace rings cn_tel_trace() is one branch.
  *
  * This module depends on DPDK (rte_ring, rte_rdtsc) and, for the trace
  * format's key type and byte order, on the self-contained proto.h.
@@ -205,7 +205,6 @@ int cn_tel_chrome_sink_create(const char *path, const char *process_name,
  */
 #define CN_TEL_DRAIN_IDLE_US 5000
 #define CN_TEL_RING_DEFAULT  16384
-#define CN_TEL_TRACE_RING_DEFAULT 65536 /* 2 MiB of 32-byte slots per core */
 
 struct cn_tel_cfg {
 	unsigned ncores;	/* cores that emit (workers + control plane) */

@@ -293,12 +293,6 @@ static void handle_event(struct cn_tel_priv *p, const struct cn_tel_event *ev)
 		CN_STAT_INC(&p->st, spans_unmatched); /* table full, or a duplicate half */
 }
 
-/*
- * One pass over every ring, under p->lock. Takes at most ring_size events
- * from a core per pass so a busy core cannot keep the drain from the others.
- * drain_lag_ns is set by every pass (0 when it found nothing waiting): the largest (dequeue time - tsc of the oldest event of a
- * burst). Returns the number of events moved.
- */
 /* ---- trace records ---- */
 
 /* Copy @n slots from @src to slots [at, at + n) of a zero-copy reservation. */
@@ -490,6 +484,13 @@ static unsigned trace_pass(struct cn_tel *t, uint64_t *lag)
 	return moved;
 }
 
+/*
+ * One pass over every ring, under p->lock. Takes at most ring_size events
+ * from a core per pass so a busy core cannot keep the drain from the others.
+ * drain_lag_ns is set by every pass (0 when it found nothing waiting): the largest (dequeue time - tsc of the oldest event of a
+ * burst), over the event and the trace rings. Returns the events and trace
+ * slots moved.
+ */
 static unsigned drain_pass(struct cn_tel *t)
 {
 	struct cn_tel_priv *p = t->priv;

@@ -1207,7 +1207,11 @@ static void report_text(const struct replay *rp, const struct chain *ch,
 						      : "aborted stores cannot be replayed on a node");
 }
 
-/* --dump: every record, one line each. */
+/*
+ * --dump: every record, one line each: "MONO_NS KIND core C op ID status S
+ * val V dur NS keys N KEY...", "lost N (total T)", "end records R lost L
+ * next S", after a "# FILE: ..." line per file with its header.
+ */
 static int dump(const struct chain *ch)
 {
 	for (unsigned f = 0; f < ch->nfiles; f++) {
@@ -1239,10 +1243,10 @@ static int dump(const struct chain *ch)
 				continue;
 			}
 			printf("%" PRIu64 " %s core %u op %#" PRIx64 " status %s val %" PRIu32
-			       " keys %" PRIu32,
+			       " dur %" PRIu64 " keys %" PRIu32,
 			       rec.op.mono_ns, cn_trace_kind_name(rec.kind), rec.op.core,
 			       rec.op.op_id, status_name(rec.op.status, sb, sizeof(sb)), rec.op.val,
-			       rec.op.nkeys);
+			       rec.op.dur_ns, rec.op.nkeys);
 			for (uint32_t i = 0; i < rec.op.nkeys; i++) {
 				cn_key_format(&rec.keys[i], key);
 				printf(" %s", key);

@@ -321,6 +321,40 @@ static void replay_local_matches_recording(void **state)
 	assert_non_null(strstr(o.out, "retrieve "));
 }
 
+/* --dump: one line per record, the header first, the END record last. */
+static void dump_lists_every_record(void **state)
+{
+	const char *bin = getenv("CACHENODE_REPLAY");
+	char cmd[512], line[40000];
+	unsigned ops = 0, lookups = 0, first_lookup_keys = 0;
+	FILE *p;
+	bool header = false, end = false;
+
+	snprintf(cmd, sizeof(cmd), "%s --dump %s", bin, trace_path);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (fgets(line, sizeof(line), p) != NULL) {
+		unsigned n;
+		char *k;
+
+		header |= strncmp(line, "# ", 2) == 0 && strstr(line, "max_chunk 262144") != NULL;
+		end |= strncmp(line, "end records ", 12) == 0;
+		if (line[0] < '0' || line[0] > '9')
+			continue;
+		ops++;
+		k = strstr(line, " keys ");
+		assert_non_null(k);
+		if (strstr(line, " lookup ") != NULL && lookups++ == 0)
+			first_lookup_keys = sscanf(k, " keys %u", &n) == 1 ? n : 0;
+	}
+	assert_int_equal(pclose(p), 0);
+	assert_true(header && end);
+	assert_int_equal(ops, recorded.lookups + recorded.stores + recorded.retrieves +
+				      recorded.deletes);
+	assert_int_equal(lookups, recorded.lookups);
+	assert_int_equal(first_lookup_keys, 8); /* run_workload's first lookup */
+}
+
 static void replay_on_fresh_node_matches_recording(void **state)
 {
 	struct cn_daemon d;
@@ -624,6 +658,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(replay_local_matches_recording),
+		cmocka_unit_test(dump_lists_every_record),
 		cmocka_unit_test(replay_on_fresh_node_matches_recording),
 		cmocka_unit_test(smaller_l1_lowers_the_hit_rate),
 		cmocka_unit_test(speed_one_follows_recorded_time),
