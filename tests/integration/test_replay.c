@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -626,6 +627,88 @@ static void rotation_is_followed(void **state)
 	rout_free(&o);
 }
 
+struct client_arg {
+	const struct cn_daemon *d;
+	const char *prefix;
+	struct workload w;
+};
+
+/* One client's share: its own keys, so what it sees does not depend on the other. */
+static void *client_main(void *p)
+{
+	struct client_arg *a = p;
+	struct cn_client *c;
+	uint8_t *data = calloc(1, 256 * KiB);
+
+	must_connect(a->d, &c);
+	for (unsigned round = 0; round < 5; round++) {
+		for (unsigned i = 0; i < 20; i += 4)
+			store_batch(c, &a->w, round * 20 + i, 4, a->prefix, data);
+		for (unsigned i = 0; i < 30; i++)
+			retrieve(c, &a->w, round * 20 + i, a->prefix, data);
+		lookup(c, &a->w, round * 20, 24, a->prefix);
+	}
+	cn_client_close(&c);
+	free(data);
+	return NULL;
+}
+
+/*
+ * Two workers, two clients at once: records from two cores' rings are merged
+ * by time; every record is replayed once, and with disjoint keys each
+ * client's outcomes are its own, so the totals match exactly.
+ */
+static void two_workers_are_merged(void **state)
+{
+	struct cn_daemon d;
+	char path[128];
+	const char *args[] = {"--l1-size", "64M", "--max-chunk", "256K", "--workers", "2",
+			      "--trace-output", path, NULL};
+	struct client_arg a[2] = {{.prefix = "ta"}, {.prefix = "tb"}};
+	pthread_t th[2];
+	struct rout o;
+	uint64_t on_core[2] = {0, 0};
+
+	snprintf(path, sizeof(path), "%s/two.trace", dir);
+	assert_int_equal(cn_daemon_start(&d, args), 0);
+	for (int i = 0; i < 2; i++) {
+		a[i].d = &d;
+		assert_int_equal(pthread_create(&th[i], NULL, client_main, &a[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 20000), 0);
+	replay(&o, "--local --speed 0 --json %s", path);
+	assert_int_equal(o.rc, 0);
+	assert_int_equal(jnum(o.json, "trace.config.workers"), 2);
+	assert_int_equal(jnum(o.json, "ops.store.count"), a[0].w.stores + a[1].w.stores);
+	assert_int_equal(jnum(o.json, "ops.retrieve.count"), a[0].w.retrieves + a[1].w.retrieves);
+	assert_int_equal(jnum(o.json, "ops.retrieve.hits"),
+			 a[0].w.retrieve_hits + a[1].w.retrieve_hits);
+	assert_int_equal(jnum(o.json, "ops.lookup.hits"), a[0].w.lookup_found + a[1].w.lookup_found);
+	assert_int_equal(jnum(o.json, "replay.changed"), 0);
+	assert_int_equal(jnum(o.json, "replay.late"), 0);
+	rout_free(&o);
+	/* both workers' rings reached the file */
+	{
+		char cmd[512], line[4096];
+		FILE *p;
+
+		snprintf(cmd, sizeof(cmd), "%s --dump %s", getenv("CACHENODE_REPLAY"), path);
+		p = popen(cmd, "r");
+		assert_non_null(p);
+		while (fgets(line, sizeof(line), p) != NULL) {
+			unsigned core;
+			char *c = strstr(line, " core ");
+
+			if (c != NULL && sscanf(c, " core %u", &core) == 1 && core < 2)
+				on_core[core]++;
+		}
+		pclose(p);
+	}
+	assert_true(on_core[0] > 0 && on_core[1] > 0);
+}
+
 /* Against a node configured unlike the recording: a warning, or a refusal with --strict. */
 static void node_config_mismatch(void **state)
 {
@@ -667,6 +750,7 @@ int main(void)
 		cmocka_unit_test(drops_are_counted_in_the_file),
 		cmocka_unit_test(rotation_is_followed),
 		cmocka_unit_test(node_config_mismatch),
+		cmocka_unit_test(two_workers_are_merged),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
