@@ -30,7 +30,10 @@
 	X(http, "HOST:PORT", "127.0.0.1:9190", "HTTP for /metrics, /api/status, /api/healthz; off = none") \
 	X(no_telemetry, "", "", "switch telemetry events off (counters stay)")                 \
 	X(telemetry_ring_size, "N", "16384", "events per core ring (power of two, 64..16M)")    \
-	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")
+	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")       \
+	X(trace_output, "FILE", "", "record every operation to FILE for cachenode-replay")     \
+	X(trace_max_size, "SIZE", "0", "rotate --trace-output at SIZE (FILE.1, ...); 0 = never") \
+	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -50,6 +53,9 @@ struct cn_config {
 	bool telemetry;
 	unsigned telemetry_ring_size;
 	char trace_spans[256];
+	char trace_output[256]; /* "" = no trace recording */
+	uint64_t trace_max_size; /* 0 = one file */
+	unsigned trace_ring_size;
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;

@@ -12,7 +12,11 @@
  * store_begin to commit/abort, so the span covers receiving the payload),
  * retrieve (one chunk, from pin to unpin, so the span covers sending it),
  * delete; evictions caused by a store are POINT events (keys = chunks
- * evicted, bytes = their bytes). With telemetry off this is one branch.
+ * evicted, bytes = their bytes). With trace recording on (cn_tel tracing),
+ * every operation also puts one trace record (keys, bytes, status, start
+ * and end) on @core's trace ring when it ends: lookup, store (reserve to
+ * commit or abort, or a failed reserve), retrieve (pin to unpin, or a miss),
+ * delete. With telemetry and tracing off this is one branch.
  * Chunks handed out through struct cn_l1_ref are lent: a reserved chunk
  * until store_commit/store_abort, a pinned one until unpin.
  */
@@ -35,7 +39,7 @@ struct cn_engine_cfg {
 	unsigned ncores;      /* per-core slots (workers + control plane) */
 	int socket_id;	      /* -1 = any */
 	const char *name;     /* unique per process; NULL = "cn" */
-	struct cn_tel *tel;   /* events go here; NULL or disabled = none. Not owned. */
+	struct cn_tel *tel;   /* events and trace records go here; NULL = none. Not owned. */
 };
 
 /* Returns 0 and *out (caller owns; cn_engine_destroy()), or -errno from the tiers. */

@@ -18,6 +18,7 @@
 
 #include "cn_config.h"
 #include "cn_metrics.h"
+#include "cn_trace.h"
 #include "cn_transport.h"
 
 enum opt_id {
@@ -272,6 +273,22 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 	case OPT_trace_spans:
 		if (copy_str(v, cfg->trace_spans, sizeof(cfg->trace_spans)))
 			return fail(err, errlen, "--%s: path too long", dn);
+		return 0;
+	case OPT_trace_output:
+		if (copy_str(v, cfg->trace_output, sizeof(cfg->trace_output)))
+			return fail(err, errlen, "--%s: path too long", dn);
+		return 0;
+	case OPT_trace_max_size:
+		if (cn_parse_size(v, &sz) < 0 || (sz != 0 && sz < CN_TRACE_MIN_ROTATE))
+			return fail(err, errlen, "--%s '%s': expected 0 (no rotation) or a size of at "
+				    "least 64K", dn, v);
+		cfg->trace_max_size = sz;
+		return 0;
+	case OPT_trace_ring_size:
+		if (parse_uint(v, 64, 1u << 24, &u) < 0 || (u & (u - 1)) != 0)
+			return fail(err, errlen, "--%s '%s': expected a power of two, 64..16777216",
+				    dn, v);
+		cfg->trace_ring_size = u;
 		return 0;
 	default:
 		return fail(err, errlen, "internal: option %d", (int)id);

@@ -2,8 +2,16 @@
 /*
  * Engine: operations on the tiers. With only L1 present this is a thin
  * layer, but it is the one place the transports call, so the L2 fetch on a
- * miss, GPU copies and telemetry events attach here without touching any
- * transport.
+ * miss, GPU copies, telemetry events and trace records attach here without
+ * touching any transport.
+ *
+ * tel_on is true when the telemetry context emits events or records a
+ * trace; with neither every operation costs that one branch. Trace records
+ * are taken when an operation ends, with the TSC of its start kept in the
+ * lent reference (ref->tsc): store at commit or abort (it started at the
+ * reserve) or where the reserve failed, retrieve at the unpin (it started at
+ * the pin) or at the miss, lookup and delete when done. A replay then
+ * reserves and pins when the node did, and commits and unpins when it did.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +27,8 @@ struct cn_engine {
 
 #define EMIT(e, core, type, op, sid, keys, bytes, st)                                           \
 	cn_tel_emit((e)->tel, core, type, op, sid, keys, bytes, CN_TIER_L1, st)
+#define TRACE(e, core, kind, sid, keys, n, val, st, begin)                                        \
+	cn_tel_trace((e)->tel, core, CN_TRACE_##kind, sid, keys, n, val, st, begin)
 
 int cn_engine_create(const struct cn_engine_cfg *cfg, struct cn_engine **out)
 {
@@ -45,7 +55,7 @@ int cn_engine_create(const struct cn_engine_cfg *cfg, struct cn_engine **out)
 	}
 	e->max_chunk = cfg->max_chunk;
 	e->tel = cfg->tel;
-	e->tel_on = cfg->tel != NULL && cfg->tel->enabled;
+	e->tel_on = cfg->tel != NULL && (cfg->tel->enabled || cfg->tel->tracing);
 	*out = e;
 	return 0;
 }
@@ -83,8 +93,10 @@ int cn_engine_lookup(struct cn_engine *e, unsigned core, const struct cn_key *ke
 	*prefix = p;
 	for (uint32_t i = 0; tiers && i < n; i++)
 		tiers[i] = i < p ? CN_TIER_L1 : CN_TIER_NONE;
-	if (e->tel_on)
+	if (e->tel_on) {
 		EMIT(e, core, CN_TEL_END, CN_TEL_OP_lookup, sid, p, 0, 0);
+		TRACE(e, core, lookup, sid, keys, n, p, 0, 0);
+	}
 	return 0;
 }
 
@@ -106,21 +118,36 @@ int cn_engine_store_begin(struct cn_engine *e, unsigned core, const struct cn_ke
 		EMIT(e, core, CN_TEL_POINT, CN_TEL_OP_evict, sid,
 		     (uint32_t)(CN_STAT_GET(st, evictions) - ev0),
 		     CN_STAT_GET(st, evicted_bytes) - evb0, 0);
-	if (r < 0)
+	if (r < 0) {
 		EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, r);
-	else
+		TRACE(e, core, store, sid, key, 1, len, r, 0);
+	} else {
 		ref->session = sid;
+		ref->tsc = e->tel->tracing ? rte_rdtsc() : 0;
+	}
 	return r;
+}
+
+/* The key of a lent chunk, copied before commit/abort/unpin may free its slot. */
+static void ref_key(const struct cn_engine *e, const struct cn_l1_ref *ref, struct cn_key *out)
+{
+	if (e->tel->tracing)
+		*out = *cn_l1_ref_key(e->l1, ref);
 }
 
 int cn_engine_store_commit(struct cn_engine *e, unsigned core, struct cn_l1_ref *ref)
 {
 	uint64_t sid = ref->session;
 	uint32_t len = ref->len;
-	int r = cn_l1_commit(e->l1, core, ref);
+	struct cn_key key;
+	int r;
 
-	if (e->tel_on)
-		EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, r);
+	if (!e->tel_on)
+		return cn_l1_commit(e->l1, core, ref);
+	ref_key(e, ref, &key);
+	r = cn_l1_commit(e->l1, core, ref);
+	EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, r);
+	TRACE(e, core, store, sid, &key, 1, len, r, ref->tsc);
 	return r;
 }
 
@@ -128,10 +155,16 @@ void cn_engine_store_abort(struct cn_engine *e, unsigned core, struct cn_l1_ref 
 {
 	uint64_t sid = ref->session;
 	uint32_t len = ref->len;
+	struct cn_key key;
 
+	if (!e->tel_on) {
+		cn_l1_abort(e->l1, core, ref);
+		return;
+	}
+	ref_key(e, ref, &key);
 	cn_l1_abort(e->l1, core, ref);
-	if (e->tel_on)
-		EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, -ECONNABORTED);
+	EMIT(e, core, CN_TEL_END, CN_TEL_OP_store, sid, 1, len, -ECONNABORTED);
+	TRACE(e, core, store, sid, &key, 1, len, -ECONNABORTED, ref->tsc);
 }
 
 int cn_engine_retrieve_pin(struct cn_engine *e, unsigned core, const struct cn_key *key,
@@ -145,10 +178,13 @@ int cn_engine_retrieve_pin(struct cn_engine *e, unsigned core, const struct cn_k
 	sid = cn_tel_session(e->tel, core);
 	EMIT(e, core, CN_TEL_START, CN_TEL_OP_retrieve, sid, 1, 0, 0);
 	r = cn_l1_pin(e->l1, core, key, ref);
-	if (r < 0)
+	if (r < 0) {
 		EMIT(e, core, CN_TEL_END, CN_TEL_OP_retrieve, sid, 1, 0, r);
-	else
+		TRACE(e, core, retrieve, sid, key, 1, 0, r, 0);
+	} else {
 		ref->session = sid;
+		ref->tsc = e->tel->tracing ? rte_rdtsc() : 0;
+	}
 	return r;
 }
 
@@ -156,10 +192,16 @@ void cn_engine_unpin(struct cn_engine *e, unsigned core, struct cn_l1_ref *ref)
 {
 	uint64_t sid = ref->session;
 	uint32_t len = ref->len;
+	struct cn_key key;
 
+	if (!e->tel_on) {
+		cn_l1_unpin(e->l1, core, ref);
+		return;
+	}
+	ref_key(e, ref, &key);
 	cn_l1_unpin(e->l1, core, ref);
-	if (e->tel_on)
-		EMIT(e, core, CN_TEL_END, CN_TEL_OP_retrieve, sid, 1, len, 0);
+	EMIT(e, core, CN_TEL_END, CN_TEL_OP_retrieve, sid, 1, len, 0);
+	TRACE(e, core, retrieve, sid, &key, 1, len, 0, ref->tsc);
 }
 
 int cn_engine_delete(struct cn_engine *e, unsigned core, const struct cn_key *key)
@@ -172,7 +214,9 @@ int cn_engine_delete(struct cn_engine *e, unsigned core, const struct cn_key *ke
 		EMIT(e, core, CN_TEL_START, CN_TEL_OP_delete, sid, 1, 0, 0);
 	}
 	r = cn_l1_delete(e->l1, core, key);
-	if (e->tel_on)
+	if (e->tel_on) {
 		EMIT(e, core, CN_TEL_END, CN_TEL_OP_delete, sid, 1, 0, r);
+		TRACE(e, core, delete, sid, key, 1, 0, r, 0);
+	}
 	return r;
 }

@@ -281,6 +281,45 @@ static void log_transport(const struct cn_node *nd)
 		LOG(WARNING, "--rdma-dev %s is ignored: the transport is %s", dev, nd->tops->name);
 }
 
+/* ---- trace recording ---- */
+
+/*
+ * --trace-output: open the file with the configuration that matters for
+ * replay in its header (the pool's real capacity needs the engine), and hand
+ * the writer to telemetry, whose drain thread writes the records and whose
+ * stop closes the file. A failure stops startup.
+ */
+static int trace_open(struct cn_node *nd)
+{
+	struct cn_l1_info info;
+	struct cn_trace_meta meta = {
+		.l1_size = nd->cfg.l1_size,
+		.max_chunk = nd->cfg.max_chunk,
+		.workers = nd->cfg.workers,
+	};
+	struct cn_trace_writer_cfg wcfg = {
+		.path = nd->cfg.trace_output,
+		.max_size = nd->cfg.trace_max_size,
+		.meta = &meta,
+	};
+	struct cn_trace_writer *w;
+	int r;
+
+	cn_l1_get_info(cn_engine_l1(nd->engine), &info);
+	meta.l1_capacity = info.capacity;
+	snprintf(meta.node_id, sizeof(meta.node_id), "%s", nd->cfg.node_id);
+	snprintf(meta.eviction, sizeof(meta.eviction), "%s", info.eviction);
+	snprintf(meta.version, sizeof(meta.version), "cachenode %s", CN_VERSION);
+	r = cn_trace_writer_open(&wcfg, &w);
+	if (r == 0 && (r = cn_tel_trace_attach(nd->tel, w)) < 0)
+		cn_trace_writer_close(&w, NULL);
+	if (r < 0) {
+		LOG(ERR, "--trace-output %s: %s", nd->cfg.trace_output, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
 /* ---- workers and control plane ---- */
 
 static int worker_main(void *p)
@@ -364,12 +403,14 @@ int main(int argc, char **argv)
 		.ncores = nd.ncores,
 		.ring_size = nd.cfg.telemetry_ring_size,
 		.enabled = nd.cfg.telemetry,
+		.trace_ring_size = nd.cfg.trace_output[0] ? nd.cfg.trace_ring_size : 0,
 		.name = "cn",
 		.socket_id = (int)rte_socket_id(),
 	};
 	r = cn_tel_create(&tcfg, &nd.tel);
 	if (r < 0) {
-		LOG(ERR, "cannot set up telemetry (ring size %u): %s", tcfg.ring_size, strerror(-r));
+		LOG(ERR, "cannot set up telemetry (ring size %u, trace ring size %u): %s",
+		    tcfg.ring_size, tcfg.trace_ring_size, strerror(-r));
 		goto out_eal;
 	}
 	if (nd.cfg.trace_spans[0]) {
@@ -400,6 +441,8 @@ int main(int argc, char **argv)
 			 "): %s", nd.cfg.l1_size, nd.cfg.max_chunk, strerror(-r));
 		goto out_tel;
 	}
+	if (nd.cfg.trace_output[0] && trace_open(&nd) < 0)
+		goto out_engine;
 
 	nd.sess_stats = aligned_alloc(CN_CACHE_LINE, sizeof(*nd.sess_stats) * nd.cfg.workers);
 	nd.tport_stats = aligned_alloc(CN_CACHE_LINE, sizeof(*nd.tport_stats) * nd.cfg.workers);
@@ -502,6 +545,9 @@ int main(int argc, char **argv)
 	if (nd.http)
 		LOG(NOTICE, "HTTP: http://%s/metrics /api/status /api/healthz", cn_http_addr(nd.http));
 	LOG(NOTICE, "telemetry %s", nd.cfg.telemetry ? "on" : "off (--no-telemetry)");
+	if (nd.cfg.trace_output[0])
+		LOG(NOTICE, "recording every operation to %s (%s); replay it with cachenode-replay",
+		    nd.cfg.trace_output, nd.cfg.trace_max_size ? "rotating" : "one file");
 	fflush(stdout);
 
 	/* Control plane: wait for a signal. */

@@ -18,8 +18,16 @@
  * per-core counters are read with relaxed loads; histograms through
  * cn_tel_hist_snapshot().
  *
- * This module depends on DPDK (rte_ring, rte_rdtsc) and on nothing else of
- * the project.
+ * Trace recording (--trace-output, cn_trace.h): with cfg.trace_ring_size set,
+ * each core also has a trace ring of 32-byte slots, and the engine puts one
+ * record per operation into it (cn_tel_trace: two header slots, then one
+ * slot per key, enqueued all or nothing, zero-copy). The drain thread turns
+ * them into trace-file records through the attached writer; a full ring
+ * drops the record and counts it, and the file gets a LOST record saying how
+ * many. With no trace rings cn_tel_trace() is one branch.
+ *
+ * This module depends on DPDK (rte_ring, rte_rdtsc) and, for the trace
+ * format's key type and byte order, on the self-contained proto.h.
  */
 #ifndef CN_TEL_H
 #define CN_TEL_H
@@ -33,6 +41,7 @@
 #include <rte_ring_elem.h>
 
 #include "cn_metrics.h"
+#include "cn_trace.h"
 
 /* Operations that emit spans. Names appear in metrics, commands and traces. */
 #define CN_TEL_OPS(X)                                                                             \
@@ -85,7 +94,9 @@ struct cn_tel_span {
 /* Per-core telemetry counters (the core's own; the drain writes the lag). */
 #define CN_TEL_CORE_METRICS(X)                                                       \
 	X(events, COUNTER, "telemetry events emitted into the core's ring")          \
-	X(drops, COUNTER, "telemetry events dropped because the core's ring was full")
+	X(drops, COUNTER, "telemetry events dropped because the core's ring was full") \
+	X(trace_emitted, COUNTER, "trace records put into the core's trace ring (--trace-output)") \
+	X(trace_drops, COUNTER, "trace records dropped: the core's trace ring was full")
 
 struct cn_tel_core_stats {
 	CN_TEL_CORE_METRICS(CN_METRIC_FIELD)
@@ -98,7 +109,11 @@ struct cn_tel_core_stats {
 	X(spans, COUNTER, "START/END pairs matched into spans")                            \
 	X(spans_unmatched, COUNTER, "STARTs never ended (expired) or ENDs never started")  \
 	X(subscriber_errors, COUNTER, "subscriber calls that failed")                      \
-	X(drain_lag_ns, GAUGE, "age of the oldest event in the last drain pass, ns")
+	X(drain_lag_ns, GAUGE, "age of the oldest event in the last drain pass, ns")       \
+	X(trace_written, COUNTER, "operation records written (write()) to the --trace-output file") \
+	X(trace_bytes, COUNTER, "bytes written to --trace-output files")                   \
+	X(trace_files, COUNTER, "--trace-output files opened (1 + rotations)")             \
+	X(trace_errors, COUNTER, "trace records lost to a write error (recording stops at the first)")
 
 struct cn_tel_drain_stats {
 	CN_TEL_DRAIN_METRICS(CN_METRIC_FIELD)
@@ -195,18 +210,26 @@ struct cn_tel_cfg {
 	unsigned ncores;	/* cores that emit (workers + control plane) */
 	unsigned ring_size;	/* events per core ring, power of two; 0 = default */
 	bool enabled;		/* false: --no-telemetry */
+	/*
+	 * Slots of each core's trace ring (power of two, 64..2^24); 0 = no
+	 * trace recording. A record takes 2 + keys slots; the ring holds
+	 * trace_ring_size - 1, so a record with more keys is always dropped.
+	 */
+	unsigned trace_ring_size;
 	const char *name;	/* unique prefix for ring names */
 	int socket_id;
 };
 
 struct cn_tel_core {
 	struct rte_ring *ring;
+	struct rte_ring *trace;	/* NULL without trace recording */
 	uint64_t next_session;
 	struct cn_tel_core_stats st;
 } CN_CACHE_ALIGNED;
 
 struct cn_tel {
-	bool enabled;
+	bool enabled;		/* events (START/END/POINT) */
+	bool tracing;		/* trace rings exist: cn_tel_trace() records */
 	unsigned ncores;
 	struct cn_tel_core *core;
 	struct cn_tel_priv *priv; /* the drain's state; not for the fast path */
@@ -215,7 +238,20 @@ struct cn_tel {
 int cn_tel_create(const struct cn_tel_cfg *cfg, struct cn_tel **out);
 /* Before cn_tel_start(). Ownership of @arg passes to telemetry (ops->close). */
 int cn_tel_subscribe(struct cn_tel *t, const struct cn_tel_sub_ops *ops, void *arg);
-/* Start the drain thread (a DPDK control thread named "cn-tel-drain"). */
+/*
+ * cn_tel_trace_attach - the writer the drain hands trace records to. Before
+ * cn_tel_start(), once, on a context created with trace rings. Returns 0
+ * (the writer is then telemetry's: closed, with its END record, by
+ * cn_tel_stop() after the last drain pass), or -EINVAL (no trace rings,
+ * NULL) / -EBUSY (started, or a writer already attached): the caller keeps
+ * @w.
+ */
+int cn_tel_trace_attach(struct cn_tel *t, struct cn_trace_writer *w);
+/*
+ * Start the drain thread (a DPDK control thread named "cn-tel-drain"); it
+ * runs when events are enabled or trace rings exist. -EINVAL when trace
+ * rings exist but no writer was attached.
+ */
 int cn_tel_start(struct cn_tel *t);
 /* Drain what is left, stop the thread, close subscribers. */
 void cn_tel_stop(struct cn_tel *t);
@@ -235,6 +271,8 @@ unsigned cn_tel_ring_depth(const struct cn_tel *t, unsigned core);
 uint64_t cn_tel_drain_age_ns(const struct cn_tel *t);
 unsigned cn_tel_ring_size(const struct cn_tel *t);
 uint64_t cn_tel_tsc_hz(void);
+/* Slots in use in @core's trace ring (0 without trace recording). */
+unsigned cn_tel_trace_depth(const struct cn_tel *t, unsigned core);
 
 /* ---- the fast path ---- */
 
@@ -269,6 +307,32 @@ static inline void cn_tel_emit(struct cn_tel *t, unsigned core, enum cn_tel_type
 		CN_STAT_INC(&c->st, events);
 	else
 		CN_STAT_INC(&c->st, drops);
+}
+
+/*
+ * cn_tel_trace_put - the slow half of cn_tel_trace(): put one record on
+ * @core's trace ring, or count a drop. Only with t->tracing.
+ */
+void cn_tel_trace_put(struct cn_tel *t, unsigned core, enum cn_trace_kind kind, uint64_t session,
+		      const struct cn_key *keys, uint32_t nkeys, uint32_t val, int32_t status,
+		      uint64_t begin_tsc);
+
+/*
+ * cn_tel_trace - record one operation for --trace-output, when it ends:
+ * @kind, its telemetry @session, @nkeys keys (copied), @val (lookup: keys
+ * found; store/retrieve: chunk bytes), @status (0 or -errno) and
+ * @begin_tsc, the rte_rdtsc() of its start (a store's reserve, a
+ * retrieve's pin; 0 when it had no extent). The end time is taken here.
+ * Never blocks: a full ring drops the record (trace_drops). One branch when
+ * nothing is recorded.
+ */
+static inline void cn_tel_trace(struct cn_tel *t, unsigned core, enum cn_trace_kind kind,
+				uint64_t session, const struct cn_key *keys, uint32_t nkeys,
+				uint32_t val, int32_t status, uint64_t begin_tsc)
+{
+	if (!t->tracing)
+		return;
+	cn_tel_trace_put(t, core, kind, session, keys, nkeys, val, status, begin_tsc);
 }
 
 #endif /* CN_TEL_H */

@@ -16,10 +16,17 @@
  * to the next power of two above ring_size, so it allocates 2 * ring_size
  * slots, and caps it at ring_size), so "a ring of 64 takes 64 events before
  * it drops" holds literally.
+ *
+ * Trace rings (--trace-output) are separate rings of 32-byte slots, plain
+ * power-of-two rings (trace_ring_size slots, trace_ring_size - 1 usable). A
+ * record is a two-slot header (struct trace_ent) followed by one slot per
+ * key, reserved and published in one zero-copy enqueue, so the drain never
+ * sees half a record: once it holds a header's first slot, the rest is there.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +39,7 @@
 #include <rte_log.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
+#include <rte_ring_peek_zc.h>
 
 #include "cn_tel.h"
 
@@ -40,6 +48,44 @@
 #define TEL_PAIRER_CAP	 65536	/* open sessions the drain can hold */
 #define TEL_EXPIRE_S	 10	/* a START unanswered this long is unmatched */
 #define TEL_LOG_PERIOD_S 1	/* at most one error line per op per period */
+#define TRACE_BUF	 2048	/* trace slots per dequeue: holds the largest record */
+#define TRACE_RING_MAX	 (1u << 24)
+#define TRACE_FLUSH_MS	 20	/* the longest buffered trace records wait under load */
+
+/*
+ * A trace record's header on a trace ring: two slots (nkeys in the first, so
+ * the drain knows a record's size from its first slot); nkeys key slots
+ * follow.
+ */
+struct trace_ent {
+	uint64_t tsc;	    /* the end of the operation */
+	uint64_t session;
+	uint64_t begin_tsc; /* its start (reserve, pin); 0: one instant */
+	uint32_t nkeys;
+	uint32_t val;
+	int32_t status;
+	uint16_t core;
+	uint8_t kind;
+	uint8_t pad[25];
+};
+
+#define TRACE_SLOT  CN_KEY_LEN
+#define TRACE_HSLOT (sizeof(struct trace_ent) / TRACE_SLOT) /* header slots */
+
+struct trace_slot {
+	uint8_t b[TRACE_SLOT];
+};
+
+_Static_assert(sizeof(struct trace_ent) == 2 * TRACE_SLOT, "a trace header is two slots");
+_Static_assert(offsetof(struct trace_ent, nkeys) + 4 <= TRACE_SLOT, "nkeys in the first slot");
+_Static_assert(TRACE_BUF > CN_TRACE_MAX_KEYS + TRACE_HSLOT, "the drain buffer holds a record");
+
+/* TSC -> CLOCK_MONOTONIC / CLOCK_REALTIME, re-anchored every drain pass. */
+struct trace_clock {
+	uint64_t tsc;
+	uint64_t mono_ns;
+	uint64_t wall_ns;
+};
 
 /* ---- metric and op tables ---- */
 
@@ -109,6 +155,12 @@ struct cn_tel_priv {
 	unsigned nsub;
 	struct tel_sub sub[TEL_MAX_SUBS];
 	struct tel_log log;
+	struct cn_trace_writer *tw;	/* trace recording; NULL without */
+	struct trace_slot *tbuf;	/* TRACE_BUF slots */
+	uint64_t trace_lost;		/* trace_drops already reported in a LOST record */
+	uint64_t trace_flush_tsc;	/* the last write() of the trace buffer */
+	bool trace_failed;		/* the writer's error was logged */
+	struct trace_clock tclk;
 	struct cn_tel_drain_stats st CN_CACHE_ALIGNED;
 	struct cn_hist hist[CN_TEL_OP_MAX];
 	struct cn_tel_event burst[TEL_BURST];
@@ -241,19 +293,211 @@ static void handle_event(struct cn_tel_priv *p, const struct cn_tel_event *ev)
 		CN_STAT_INC(&p->st, spans_unmatched); /* table full, or a duplicate half */
 }
 
+/* ---- trace records ---- */
+
+/* Copy @n slots from @src to slots [at, at + n) of a zero-copy reservation. */
+static void zc_put(const struct rte_ring_zc_data *z, unsigned at, const void *src, unsigned n)
+{
+	unsigned first = at < z->n1 ? RTE_MIN(n, z->n1 - at) : 0;
+
+	if (first != 0)
+		memcpy((struct trace_slot *)z->ptr1 + at, src, (size_t)first * TRACE_SLOT);
+	if (first < n)
+		memcpy((struct trace_slot *)z->ptr2 + (at + first - z->n1),
+		       (const struct trace_slot *)src + first, (size_t)(n - first) * TRACE_SLOT);
+}
+
+void cn_tel_trace_put(struct cn_tel *t, unsigned core, enum cn_trace_kind kind, uint64_t session,
+		      const struct cn_key *keys, uint32_t nkeys, uint32_t val, int32_t status,
+		      uint64_t begin_tsc)
+{
+	struct cn_tel_core *c = &t->core[core];
+	struct rte_ring_zc_data zcd;
+	struct trace_ent e;
+	uint32_t n = nkeys + TRACE_HSLOT;
+
+	if (nkeys > CN_TRACE_MAX_KEYS ||
+	    rte_ring_enqueue_zc_bulk_elem_start(c->trace, TRACE_SLOT, n, &zcd, NULL) == 0) {
+		CN_STAT_INC(&c->st, trace_drops);
+		return;
+	}
+	e = (struct trace_ent){
+		.tsc = rte_rdtsc(),
+		.session = session,
+		.begin_tsc = begin_tsc,
+		.nkeys = nkeys,
+		.val = val,
+		.status = status,
+		.core = (uint16_t)core,
+		.kind = (uint8_t)kind,
+	};
+	zc_put(&zcd, 0, &e, TRACE_HSLOT);
+	zc_put(&zcd, TRACE_HSLOT, keys, nkeys);
+	rte_ring_enqueue_zc_elem_finish(c->trace, n);
+	CN_STAT_INC(&c->st, trace_emitted);
+}
+
+static void trace_clock_now(struct trace_clock *k)
+{
+	struct timespec m, w;
+
+	clock_gettime(CLOCK_MONOTONIC, &m);
+	clock_gettime(CLOCK_REALTIME, &w);
+	k->tsc = rte_rdtsc();
+	k->mono_ns = (uint64_t)m.tv_sec * UINT64_C(1000000000) + (uint64_t)m.tv_nsec;
+	k->wall_ns = (uint64_t)w.tv_sec * UINT64_C(1000000000) + (uint64_t)w.tv_nsec;
+}
+
+/* @base (the clock at k->tsc) moved to @tsc, which may be before or after it. */
+static uint64_t trace_clock_at(const struct trace_clock *k, uint64_t base, uint64_t tsc,
+			       uint64_t hz)
+{
+	uint64_t d;
+
+	if (tsc >= k->tsc)
+		return base + tsc_to_ns(tsc - k->tsc, hz);
+	d = tsc_to_ns(k->tsc - tsc, hz);
+	return base > d ? base - d : 0;
+}
+
+/* One record from @slots: its header, then its keys. */
+static void trace_write(struct cn_tel_priv *p, const struct trace_slot *slots)
+{
+	struct trace_ent e;
+	struct cn_trace_op op;
+
+	memcpy(&e, slots, sizeof(e));
+	op = (struct cn_trace_op){
+		.mono_ns = trace_clock_at(&p->tclk, p->tclk.mono_ns, e.tsc, p->hz),
+		.wall_ns = trace_clock_at(&p->tclk, p->tclk.wall_ns, e.tsc, p->hz),
+		.dur_ns = e.begin_tsc != 0 && e.tsc > e.begin_tsc ? tsc_to_ns(e.tsc - e.begin_tsc,
+									      p->hz)
+								  : 0,
+		.op_id = e.session,
+		.core = e.core,
+		.status = e.status,
+		.nkeys = e.nkeys,
+		.val = e.val,
+	};
+	if (op.dur_ns > op.mono_ns)
+		op.dur_ns = op.mono_ns;
+	cn_trace_writer_op(p->tw, e.kind, &op, (const struct cn_key *)(slots + TRACE_HSLOT));
+}
+
+/* The TSC of the record starting at @slot (its first slot holds it). */
+static uint64_t slot_tsc(const struct trace_slot *slot)
+{
+	uint64_t tsc;
+
+	memcpy(&tsc, slot->b + offsetof(struct trace_ent, tsc), sizeof(tsc));
+	return tsc;
+}
+
+static uint32_t slot_nkeys(const struct trace_slot *slot)
+{
+	uint32_t n;
+
+	memcpy(&n, slot->b + offsetof(struct trace_ent, nkeys), sizeof(n));
+	return n;
+}
+
+/*
+ * Empty the trace rings into the writer (at most one ring's capacity per
+ * core per pass), then write a LOST record if records were dropped since
+ * the last one, and flush. Returns the slots moved; *lag as in drain_pass.
+ */
+static unsigned trace_pass(struct cn_tel *t, uint64_t *lag)
+{
+	struct cn_tel_priv *p = t->priv;
+	struct cn_trace_writer_stats ws;
+	uint64_t drops = 0;
+	unsigned moved = 0;
+
+	trace_clock_now(&p->tclk);
+	for (unsigned c = 0; c < t->ncores; c++) {
+		struct rte_ring *r = t->core[c].trace;
+		unsigned budget = rte_ring_get_capacity(r);
+
+		while (budget > 0) {
+			unsigned want = RTE_MIN(budget, (unsigned)TRACE_BUF);
+			unsigned got = rte_ring_sc_dequeue_burst_elem(r, p->tbuf, sizeof(p->tbuf[0]),
+								      want, NULL);
+			unsigned i = 0;
+			uint64_t now = rte_rdtsc();
+			bool full = got == want; /* the ring may hold more */
+
+			if (got == 0)
+				break;
+			if (now > slot_tsc(&p->tbuf[0]) && now - slot_tsc(&p->tbuf[0]) > *lag)
+				*lag = now - slot_tsc(&p->tbuf[0]);
+			moved += got;
+			budget -= RTE_MIN(budget, got);
+			while (i < got) {
+				unsigned need = TRACE_HSLOT + slot_nkeys(&p->tbuf[i]);
+
+				if (i + need > got) {
+					/* the burst ended inside a record: the rest is published */
+					unsigned have = got - i, more;
+
+					memmove(p->tbuf, &p->tbuf[i], have * sizeof(p->tbuf[0]));
+					more = rte_ring_sc_dequeue_bulk_elem(r, &p->tbuf[have],
+									     sizeof(p->tbuf[0]),
+									     need - have, NULL);
+					moved += more;
+					i = 0;
+					got = have + more;
+					if (more != need - have)
+						break; /* cannot happen: enqueues are all or nothing */
+				}
+				trace_write(p, &p->tbuf[i]);
+				i += need;
+			}
+			if (!full)
+				break;
+		}
+		drops += CN_STAT_GET(&t->core[c].st, trace_drops);
+	}
+	if (drops > p->trace_lost) {
+		cn_trace_writer_lost(p->tw, drops - p->trace_lost, p->tclk.mono_ns);
+		p->trace_lost = drops;
+		moved++;
+	}
+	/*
+	 * Hand the buffer to the kernel when the rings ran dry or every
+	 * TRACE_FLUSH_MS under load, not after every pass: a drain that never
+	 * sleeps would otherwise make one write() per handful of records.
+	 */
+	if (moved == 0 || p->tclk.tsc - p->trace_flush_tsc >= p->hz / 1000 * TRACE_FLUSH_MS) {
+		cn_trace_writer_flush(p->tw);
+		p->trace_flush_tsc = p->tclk.tsc;
+	}
+	cn_trace_writer_stats(p->tw, &ws);
+	CN_STAT_SET(&p->st, trace_written, ws.records);
+	CN_STAT_SET(&p->st, trace_bytes, ws.bytes);
+	CN_STAT_SET(&p->st, trace_files, ws.files);
+	CN_STAT_SET(&p->st, trace_errors, ws.errors);
+	if (ws.errors != 0 && !p->trace_failed) {
+		p->trace_failed = true;
+		RTE_LOG(ERR, USER1, "cachenode: trace %s: write failed; recording stopped, "
+			"later records are counted in trace_errors\n", cn_trace_writer_path(p->tw));
+	}
+	return moved;
+}
+
 /*
  * One pass over every ring, under p->lock. Takes at most ring_size events
  * from a core per pass so a busy core cannot keep the drain from the others.
  * drain_lag_ns is set by every pass (0 when it found nothing waiting): the largest (dequeue time - tsc of the oldest event of a
- * burst). Returns the number of events moved.
+ * burst), over the event and the trace rings. Returns the events and trace
+ * slots moved.
  */
 static unsigned drain_pass(struct cn_tel *t)
 {
 	struct cn_tel_priv *p = t->priv;
-	unsigned moved = 0;
+	unsigned moved = 0, traced = 0;
 	uint64_t lag = 0, now;
 
-	for (unsigned c = 0; c < t->ncores; c++) {
+	for (unsigned c = 0; t->enabled && c < t->ncores; c++) {
 		struct rte_ring *r = t->core[c].ring;
 		unsigned budget = p->ring_size;
 
@@ -276,6 +520,8 @@ static unsigned drain_pass(struct cn_tel *t)
 				break;
 		}
 	}
+	if (t->tracing && p->tw != NULL)
+		traced = trace_pass(t, &lag);
 	CN_STAT_INC(&p->st, drain_passes);
 	/* an empty pass means nothing waits: the lag is 0 until events wait again */
 	CN_STAT_SET(&p->st, drain_lag_ns, tsc_to_ns(lag, p->hz));
@@ -290,18 +536,18 @@ static unsigned drain_pass(struct cn_tel *t)
 	}
 	now = rte_rdtsc();
 	__atomic_store_n(&p->last_pass_tsc, now, __ATOMIC_RELAXED);
-	if (now >= p->next_expire_tsc) {
+	if (t->enabled && now >= p->next_expire_tsc) {
 		CN_STAT_ADD(&p->st, spans_unmatched, cn_tel_pairer_expire(p->pairer, now));
 		p->next_expire_tsc = now + p->hz;
 	}
-	return moved;
+	return moved + traced;
 }
 
 uint64_t cn_tel_drain_age_ns(const struct cn_tel *t)
 {
 	uint64_t last, now = rte_rdtsc();
 
-	if (t == NULL || !t->enabled || t->priv == NULL)
+	if (t == NULL || (!t->enabled && !t->tracing) || t->priv == NULL)
 		return 0;
 	last = __atomic_load_n(&t->priv->last_pass_tsc, __ATOMIC_RELAXED);
 	return last == 0 || now < last ? 0 : tsc_to_ns(now - last, t->priv->hz);
@@ -311,7 +557,7 @@ unsigned cn_tel_drain_once(struct cn_tel *t)
 {
 	unsigned n;
 
-	if (t == NULL || !t->enabled)
+	if (t == NULL || (!t->enabled && !t->tracing))
 		return 0;
 	pthread_mutex_lock(&t->priv->lock);
 	n = drain_pass(t);
@@ -338,17 +584,41 @@ static void free_rings(struct cn_tel *t)
 	for (unsigned c = 0; c < t->ncores; c++) {
 		rte_ring_free(t->core[c].ring);
 		t->core[c].ring = NULL;
+		rte_ring_free(t->core[c].trace);
+		t->core[c].trace = NULL;
 	}
+}
+
+/* The per-core trace rings and the drain's buffer for them. */
+static int create_trace_rings(struct cn_tel *t, const struct cn_tel_cfg *cfg, const char *name)
+{
+	char rname[RTE_RING_NAMESIZE];
+
+	t->priv->tbuf = malloc(TRACE_BUF * sizeof(struct trace_slot));
+	if (t->priv->tbuf == NULL)
+		return -ENOMEM;
+	for (unsigned c = 0; c < cfg->ncores; c++) {
+		snprintf(rname, sizeof(rname), "%s_trc%u", name, c);
+		t->core[c].trace = rte_ring_create_elem(rname, TRACE_SLOT,
+							cfg->trace_ring_size, cfg->socket_id,
+							RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (t->core[c].trace == NULL)
+			return rte_errno > 0 ? -rte_errno : -ENOMEM;
+	}
+	return 0;
 }
 
 /*
  * cn_tel_create - validate @cfg and build the context; no thread yet.
  * ring_size 0 means CN_TEL_RING_DEFAULT; otherwise a power of two >= 64, and
  * each ring then holds exactly ring_size events. Ring names are
- * "<cfg->name>_tel<core>" (name NULL: "cn") and must be unique in the
- * process: a second context with the same name fails with -EEXIST, a name
- * too long for RTE_RING_NAMESIZE with -ENAMETOOLONG. With cfg->enabled false
- * no ring and no pairer is made; emit returns at once and readers report 0.
+ * "<cfg->name>_tel<core>" and "<cfg->name>_trc<core>" (name NULL: "cn") and
+ * must be unique in the process: a second context with the same name fails
+ * with -EEXIST, a name too long for RTE_RING_NAMESIZE with -ENAMETOOLONG.
+ * With cfg->enabled false no event ring and no pairer is made; emit returns
+ * at once and readers report 0. trace_ring_size != 0 makes the trace rings
+ * (whether events are enabled or not); a writer must then be attached
+ * before cn_tel_start().
  * Returns 0 and *out (owned by the caller, release with cn_tel_destroy), or
  * -EINVAL, -ENOMEM, -ENODEV (EAL not initialised) or a ring error.
  */
@@ -356,7 +626,7 @@ int cn_tel_create(const struct cn_tel_cfg *cfg, struct cn_tel **out)
 {
 	const char *name;
 	char rname[RTE_RING_NAMESIZE];
-	unsigned size;
+	unsigned size, tsize;
 	struct cn_tel *t;
 	struct cn_tel_priv *p;
 	int ret;
@@ -365,6 +635,9 @@ int cn_tel_create(const struct cn_tel_cfg *cfg, struct cn_tel **out)
 		return -EINVAL;
 	size = cfg->ring_size != 0 ? cfg->ring_size : CN_TEL_RING_DEFAULT;
 	if (size < 64 || (size & (size - 1)) != 0)
+		return -EINVAL;
+	tsize = cfg->trace_ring_size;
+	if (tsize != 0 && (tsize < 64 || tsize > TRACE_RING_MAX || (tsize & (tsize - 1)) != 0))
 		return -EINVAL;
 	name = cfg->name != NULL ? cfg->name : "cn";
 	if ((size_t)snprintf(rname, sizeof(rname), "%s_tel%u", name, cfg->ncores - 1) >=
@@ -395,7 +668,7 @@ int cn_tel_create(const struct cn_tel_cfg *cfg, struct cn_tel **out)
 	p->log.period_tsc = p->hz * TEL_LOG_PERIOD_S;
 	for (unsigned i = 0; i < CN_TEL_OP_MAX; i++)
 		cn_hist_reset(&p->hist[i]);
-	if (!cfg->enabled) {
+	if (!cfg->enabled && tsize == 0) {
 		*out = t;
 		return 0;
 	}
@@ -404,28 +677,38 @@ int cn_tel_create(const struct cn_tel_cfg *cfg, struct cn_tel **out)
 		ret = -ENODEV;
 		goto destroy_lock;
 	}
-	ret = cn_tel_pairer_create(TEL_PAIRER_CAP, p->hz * TEL_EXPIRE_S, &p->pairer);
-	if (ret < 0)
-		goto destroy_lock;
-	p->next_expire_tsc = rte_rdtsc() + p->hz;
-	for (unsigned c = 0; c < cfg->ncores; c++) {
-		snprintf(rname, sizeof(rname), "%s_tel%u", name, c);
-		t->core[c].ring = rte_ring_create_elem(rname, sizeof(struct cn_tel_event), size,
-						       cfg->socket_id,
-						       RING_F_SP_ENQ | RING_F_SC_DEQ | RING_F_EXACT_SZ);
-		if (t->core[c].ring == NULL) {
-			ret = rte_errno > 0 ? -rte_errno : -ENOMEM;
-			goto free_rings;
+	if (cfg->enabled) {
+		ret = cn_tel_pairer_create(TEL_PAIRER_CAP, p->hz * TEL_EXPIRE_S, &p->pairer);
+		if (ret < 0)
+			goto destroy_lock;
+		p->next_expire_tsc = rte_rdtsc() + p->hz;
+		for (unsigned c = 0; c < cfg->ncores; c++) {
+			snprintf(rname, sizeof(rname), "%s_tel%u", name, c);
+			t->core[c].ring = rte_ring_create_elem(rname, sizeof(struct cn_tel_event),
+							       size, cfg->socket_id,
+							       RING_F_SP_ENQ | RING_F_SC_DEQ |
+								       RING_F_EXACT_SZ);
+			if (t->core[c].ring == NULL) {
+				ret = rte_errno > 0 ? -rte_errno : -ENOMEM;
+				goto free_rings;
+			}
 		}
+		p->ring_size = size;
+		p->sub[p->nsub++] = (struct tel_sub){.ops = &log_ops, .arg = &p->log};
 	}
-	p->ring_size = size;
-	p->sub[p->nsub++] = (struct tel_sub){.ops = &log_ops, .arg = &p->log};
-	t->enabled = true;
+	if (tsize != 0) {
+		ret = create_trace_rings(t, cfg, name);
+		if (ret < 0)
+			goto free_rings;
+	}
+	t->enabled = cfg->enabled;
+	t->tracing = tsize != 0;
 	*out = t;
 	return 0;
 
 free_rings:
 	free_rings(t);
+	free(p->tbuf);
 	cn_tel_pairer_destroy(&p->pairer);
 destroy_lock:
 	pthread_mutex_destroy(&p->lock);
@@ -436,6 +719,16 @@ free_core:
 free_tel:
 	free(t);
 	return ret;
+}
+
+int cn_tel_trace_attach(struct cn_tel *t, struct cn_trace_writer *w)
+{
+	if (t == NULL || w == NULL || !t->tracing)
+		return -EINVAL;
+	if (t->priv->state != TEL_CREATED || t->priv->tw != NULL)
+		return -EBUSY;
+	t->priv->tw = w;
+	return 0;
 }
 
 /*
@@ -460,7 +753,10 @@ int cn_tel_subscribe(struct cn_tel *t, const struct cn_tel_sub_ops *ops, void *a
 	return 0;
 }
 
-/* Once only: -EBUSY after a start or a stop. Disabled telemetry starts no thread. */
+/*
+ * Once only: -EBUSY after a start or a stop. Disabled telemetry without trace
+ * rings starts no thread.
+ */
 int cn_tel_start(struct cn_tel *t)
 {
 	struct cn_tel_priv *p;
@@ -471,7 +767,9 @@ int cn_tel_start(struct cn_tel *t)
 	p = t->priv;
 	if (p->state != TEL_CREATED)
 		return -EBUSY;
-	if (t->enabled) {
+	if (t->tracing && p->tw == NULL)
+		return -EINVAL;
+	if (t->enabled || t->tracing) {
 		__atomic_store_n(&p->stop, false, __ATOMIC_RELAXED);
 		ret = rte_ctrl_thread_create(&p->thread, "cn-tel-drain", NULL, drain_main, t);
 		if (ret != 0)
@@ -486,9 +784,11 @@ int cn_tel_start(struct cn_tel *t)
  * Stops the drain thread (if any), then drains once more on the caller's
  * thread, so every event emitted before the call reaches the histograms and
  * the subscribers; STARTs still open then will never end and are counted as
- * spans_unmatched. Closes the subscribers. Safe to call twice, or without
+ * spans_unmatched. Closes the subscribers and the trace writer (its END
+ * record makes the file complete). Safe to call twice, or without
  * cn_tel_start(). cn_tel_drain_once() still works afterwards (histograms and
- * stats only: no subscriber remains).
+ * stats only: no subscriber and no writer remain; trace records are then
+ * left in their rings).
  */
 void cn_tel_stop(struct cn_tel *t)
 {
@@ -502,10 +802,12 @@ void cn_tel_stop(struct cn_tel *t)
 		pthread_join(p->thread, NULL);
 		p->thread_started = false;
 	}
-	if (t->enabled) {
+	if (t->enabled || t->tracing) {
 		pthread_mutex_lock(&p->lock);
 		drain_pass(t);
-		CN_STAT_ADD(&p->st, spans_unmatched, cn_tel_pairer_expire(p->pairer, UINT64_MAX));
+		if (t->enabled)
+			CN_STAT_ADD(&p->st, spans_unmatched,
+				    cn_tel_pairer_expire(p->pairer, UINT64_MAX));
 		pthread_mutex_unlock(&p->lock);
 	}
 	pthread_mutex_lock(&p->lock);
@@ -513,6 +815,19 @@ void cn_tel_stop(struct cn_tel *t)
 		if (p->sub[i].ops->close != NULL)
 			p->sub[i].ops->close(p->sub[i].arg);
 	p->nsub = 0;
+	if (p->tw != NULL) {
+		struct cn_trace_writer_stats ws;
+		char *path = strdup(cn_trace_writer_path(p->tw));
+		int r = cn_trace_writer_close(&p->tw, &ws);
+
+		CN_STAT_SET(&p->st, trace_written, ws.records); /* the last flush's too */
+		CN_STAT_SET(&p->st, trace_bytes, ws.bytes);	 /* with the END record */
+		CN_STAT_SET(&p->st, trace_errors, ws.errors);
+		if (r < 0 && !p->trace_failed)
+			RTE_LOG(ERR, USER1, "cachenode: trace %s: %s\n", path ? path : "?",
+				strerror(-r));
+		free(path);
+	}
 	p->state = TEL_STOPPED;
 	pthread_mutex_unlock(&p->lock);
 }
@@ -527,6 +842,7 @@ void cn_tel_destroy(struct cn_tel **tp)
 	t = *tp;
 	cn_tel_stop(t);
 	free_rings(t);
+	free(t->priv->tbuf);
 	cn_tel_pairer_destroy(&t->priv->pairer);
 	pthread_mutex_destroy(&t->priv->lock);
 	free(t->priv);
@@ -571,6 +887,13 @@ unsigned cn_tel_ring_size(const struct cn_tel *t)
 	if (t == NULL || !t->enabled)
 		return 0;
 	return t->priv->ring_size;
+}
+
+unsigned cn_tel_trace_depth(const struct cn_tel *t, unsigned core)
+{
+	if (t == NULL || !t->tracing || core >= t->ncores)
+		return 0;
+	return rte_ring_count(t->core[core].trace);
 }
 
 uint64_t cn_tel_tsc_hz(void)

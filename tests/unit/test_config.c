@@ -112,6 +112,31 @@ static void refusals_say_why(void **state)
 	assert_int_equal(parse(&cfg, err, "--version", NULL), 1);
 }
 
+static void trace_options(void **state)
+{
+	struct cn_config cfg;
+	char err[256];
+
+	assert_int_equal(parse(&cfg, err, NULL), 0);
+	assert_string_equal(cfg.trace_output, ""); /* off unless asked for */
+	assert_int_equal(cfg.trace_max_size, 0);
+	assert_int_equal(cfg.trace_ring_size, 65536);
+	assert_int_equal(parse(&cfg, err, "--trace-output", "/tmp/n1.trace", "--trace-max-size",
+			       "64M", "--trace-ring-size", "4096", NULL),
+			 0);
+	assert_string_equal(cfg.trace_output, "/tmp/n1.trace");
+	assert_int_equal(cfg.trace_max_size, 64u << 20);
+	assert_int_equal(cfg.trace_ring_size, 4096);
+	assert_int_equal(parse(&cfg, err, "--trace-max-size", "0", NULL), 0);
+	assert_int_equal(cfg.trace_max_size, 0);
+	assert_int_equal(parse(&cfg, err, "--trace-max-size", "1000", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--trace-max-size '1000'"));
+	assert_non_null(strstr(err, "64K"));
+	assert_int_equal(parse(&cfg, err, "--trace-ring-size", "1000", NULL), -EINVAL);
+	assert_non_null(strstr(err, "power of two"));
+	assert_int_equal(parse(&cfg, err, "--trace-ring-size", "32", NULL), -EINVAL);
+}
+
 static void config_file(void **state)
 {
 	struct cn_config cfg;
@@ -213,6 +238,7 @@ int main(void)
 		cmocka_unit_test(sizes),
 		cmocka_unit_test(options_and_eal_args),
 		cmocka_unit_test(refusals_say_why),
+		cmocka_unit_test(trace_options),
 		cmocka_unit_test(config_file),
 		cmocka_unit_test(transport_options),
 	};

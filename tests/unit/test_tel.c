@@ -1014,11 +1014,13 @@ static void test_tables(void **state)
 		assert_non_null(cn_tel_op_help[i]);
 		assert_int_equal(cn_tel_op_find(cn_tel_op_names[i]), (int)i);
 	}
-	assert_int_equal(cn_tel_core_metric_count, 2);
+	assert_int_equal(cn_tel_core_metric_count, 4);
 	assert_string_equal(cn_tel_core_metric_desc[0].name, "events");
 	assert_string_equal(cn_tel_core_metric_desc[1].name, "drops");
-	assert_int_equal(cn_tel_drain_metric_count, 6);
+	assert_string_equal(cn_tel_core_metric_desc[3].name, "trace_drops");
+	assert_int_equal(cn_tel_drain_metric_count, 10);
 	assert_string_equal(cn_tel_drain_metric_desc[5].name, "drain_lag_ns");
+	assert_string_equal(cn_tel_drain_metric_desc[6].name, "trace_written");
 	assert_int_equal(cn_tel_drain_metric_desc[5].type, CN_METRIC_GAUGE);
 	assert_int_equal(cn_tel_drain_metric_desc[0].type, CN_METRIC_COUNTER);
 	assert_true(cn_tel_tsc_hz() > 0);

@@ -61,6 +61,7 @@ struct cn_l1_ref {
 	uint32_t len;  /* chunk bytes */
 	void *data;    /* len bytes inside the pool */
 	uint64_t session; /* the caller's (telemetry session of the engine); L1 ignores it */
+	uint64_t tsc;	  /* the caller's (when the engine lent it, for traces); L1 ignores it */
 };
 
 #define CN_L1_METRICS(X)                                                                  \
@@ -161,6 +162,12 @@ bool cn_l1_contains(struct cn_l1 *l1, unsigned core, const struct cn_key *key);
  */
 uint32_t cn_l1_contains_prefix(struct cn_l1 *l1, unsigned core, const struct cn_key *keys,
 			       uint32_t n);
+
+/**
+ * cn_l1_ref_key - the key of a chunk lent through @ref (reserved or pinned;
+ * before commit/abort/unpin gives it back). Owned by the L1, read-only.
+ */
+const struct cn_key *cn_l1_ref_key(const struct cn_l1 *l1, const struct cn_l1_ref *ref);
 
 /** cn_l1_delete - remove @key. Returns 0 or -ENOENT. */
 int cn_l1_delete(struct cn_l1 *l1, unsigned core, const struct cn_key *key);

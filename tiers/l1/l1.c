@@ -842,6 +842,12 @@ void cn_l1_abort(struct cn_l1 *l1, unsigned core, struct cn_l1_ref *ref)
 	CN_STAT_INC(st, store_aborts);
 }
 
+/* A lent descriptor's key is written at reserve and stays until the slot is given back. */
+const struct cn_key *cn_l1_ref_key(const struct cn_l1 *l1, const struct cn_l1_ref *ref)
+{
+	return &l1->desc[ref->id].key;
+}
+
 int cn_l1_pin(struct cn_l1 *l1, unsigned core, const struct cn_key *key, struct cn_l1_ref *ref)
 {
 	struct cn_l1_stats *st = l1_stats(l1, core);
