@@ -595,6 +595,7 @@ static int vt_server_create(const struct cn_server_cfg *cfg, struct cn_server **
 		goto fail;
 	}
 	srv->acceptor_started = true;
+	pthread_setname_np(srv->acceptor, "cn-verbs-accept");
 	*out = srv;
 	return 0;
 fail:

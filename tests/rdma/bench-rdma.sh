@@ -9,7 +9,8 @@
 #
 # Chunk level: retrieve (the node RDMA-WRITEs each chunk into the client's registered buffer)
 # is compared with ib_write_bw, store (the node RDMA-READs it) with ib_read_bw, same size, one
-# connection (one QP), with 1 and with 16 requests in flight (CHUNK_DEPTHS).
+# connection (one QP), with 1 and with 16 requests in flight (CHUNK_DEPTHS); each row's perftest
+# figure is taken right before it.
 #
 # Soft-RoCE under software emulation: absolute numbers mean nothing, the ratios do. Bandwidth
 # compares BW average (MB/s, 2^20), latency compares t_typical (median, usec) of a READ round
@@ -83,7 +84,6 @@ for op in write read; do
 		j=$(ours --raw $op --size $size --iters $n)
 		echo "ours:     $j"
 		row "${op}_bw ${size}B MB/s" "$pt" "$(jnum "$j" bw_avg_mbs)"
-		eval "pt_${op}_${size}=$pt"
 	done
 done
 for size in 2 64; do
@@ -100,8 +100,15 @@ done
 kill $srv
 wait $srv 2>/dev/null
 
-# One chunk-level run: the node's bandwidth in MB/s (2^20) against perftest's for that size.
+# One chunk-level run, paired with the perftest run it is compared with, taken just before it
+# (same size, same moment: machine noise then hits both alike): the node's bandwidth in MB/s
+# (2^20) against ib_write_bw (retrieve: the node RDMA-WRITEs) or ib_read_bw (store: it READs).
 chunk_row() { # op size depth
+	[ "$1" = retrieve ] && pt_tool=ib_write_bw || pt_tool=ib_read_bw
+	[ "$2" -eq 65536 ] && n=$BW_ITERS_64K || n=$BW_ITERS_1M
+	line=$(perftest $pt_tool -s "$2" -n "$n")
+	echo "perftest: $line"
+	pt=$(echo "$line" | awk '{print $4}')
 	echo "+ cachenode-bench --transport verbs --rdma-dev $DEV --node $ADDR:7700" \
 		"--op $1 --size $2 --depth $3 --duration $CHUNK_SECS --json" >&2
 	$T 120 ./cachenode-bench --transport verbs --rdma-dev "$DEV" --node "$ADDR:7700" \
@@ -114,11 +121,7 @@ chunk_row() { # op size depth
 		fails=$((fails + 1))
 	fi
 	mbs=$(awk -v g="$(jnum "$j" gbytes_per_s)" 'BEGIN { printf "%.2f", g * 1e9 / 1048576 }')
-	if [ "$1" = retrieve ]; then
-		row "retrieve ${2}B d$3 MB/s" "$(eval echo "\$pt_write_$2")" "$mbs"
-	else
-		row "store ${2}B d$3 MB/s" "$(eval echo "\$pt_read_$2")" "$mbs"
-	fi
+	row "$1 ${2}B d$3 MB/s" "$pt" "$mbs"
 }
 
 # The node over verbs on the same device: chunk-level bandwidth against perftest's.

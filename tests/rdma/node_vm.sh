@@ -42,17 +42,30 @@ status_value() { # dotted-free key name -> first number after it in /api/status
 		sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" | head -n 1
 }
 
-cpu_ticks() { # pid -> utime + stime
-	sed -E 's/^.*\) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+# per-thread CPU ticks of $pid: "tid comm ticks" lines
+thread_ticks() {
+	for t in /proc/$pid/task/*; do
+		printf '%s %s %s\n' "${t##*/}" "$(cat $t/comm)" \
+			"$(sed -E 's/^.*\) //' $t/stat | awk '{print $12 + $13}')"
+	done
 }
 
 start_node
-# an idle node (no client yet) must not spin: workers block on their completion channels
-t0=$(cpu_ticks $pid)
+# An idle node (no client yet) must not spin: its workers block on their completion channels.
+# Under emulation the telemetry drain thread's idle wake-ups (every 5 ms) cost a few ticks of
+# their own, so the check is on the worker lcores; every thread's figure is printed.
+thread_ticks >ticks0
 sleep 2
-t1=$(cpu_ticks $pid)
-[ $((t1 - t0)) -le 3 ] && pass "idle node used $((t1 - t0)) ticks in 2 s" ||
-	fail "idle node used $((t1 - t0)) ticks in 2 s (busy waiting?)"
+thread_ticks >ticks1
+busy=0
+while read -r tid comm t1; do
+	t0=$(awk -v id="$tid" '$1 == id {print $3}' ticks0)
+	d=$((t1 - ${t0:-0}))
+	echo "idle 2 s: thread $tid ($comm) $d ticks"
+	case "$comm" in lcore-worker*) busy=$((busy + d)) ;; esac
+done <ticks1
+[ $busy -le 2 ] && pass "idle workers used $busy ticks in 2 s" ||
+	fail "idle workers used $busy ticks in 2 s (busy waiting?)"
 while :; do
 	cmd=$(nc -l -p 9000 | head -n 1)
 	echo "command: $cmd"
