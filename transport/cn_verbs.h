@@ -159,6 +159,13 @@ int cn_verbs_available(const char *dev, char *why, size_t whylen);
 int cn_verbs_listen(const char *addr, const struct cn_verbs_cfg *cfg,
 		    struct cn_verbs_listener **out);
 
+/*
+ * The listener's CM event channel descriptor (non-blocking, owned by @l): it
+ * becomes readable when a connection request is waiting, so a thread can
+ * poll it together with others and then call cn_verbs_accept(l, 0, ...).
+ */
+int cn_verbs_listener_fd(const struct cn_verbs_listener *l);
+
 /* The bound port (after port 0). */
 uint16_t cn_verbs_listener_port(const struct cn_verbs_listener *l);
 

@@ -744,6 +744,11 @@ free_l:
 	return rc;
 }
 
+int cn_verbs_listener_fd(const struct cn_verbs_listener *l)
+{
+	return l->ch->fd;
+}
+
 uint16_t cn_verbs_listener_port(const struct cn_verbs_listener *l)
 {
 	return l->port;

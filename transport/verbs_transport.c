@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,7 +50,6 @@
 #define VT_PEND_OPS	64    /* operations taken from a session, not yet posted */
 #define VT_SEND_RESERVE 8u    /* send-queue slots kept free for control messages */
 #define VT_SPIN_NS	20000 /* keep polling this long after activity */
-#define VT_ACCEPT_MS	200   /* accept-thread wake-up period (sees stop) */
 #define VT_MAX_EVENTS	64
 #define VT_OP_READ	0x80000000u
 
@@ -107,6 +107,7 @@ struct cn_server {
 	struct vworker *w;
 	pthread_t acceptor;
 	bool acceptor_started;
+	int stopfd; /* eventfd: wakes the acceptor at stop */
 	atomic_bool stopping;
 	uint64_t stop_deadline_ns; /* set before stopping is raised */
 };
@@ -492,14 +493,20 @@ static void *vt_acceptor(void *arg)
 	struct cn_server *srv = arg;
 
 	while (!atomic_load(&srv->stopping)) {
+		struct pollfd pfd[2] = {{.fd = cn_verbs_listener_fd(srv->l), .events = POLLIN},
+					{.fd = srv->stopfd, .events = POLLIN}};
 		struct cn_verbs_conn *vc = NULL;
 		struct vworker *best;
 		struct vconn *c;
 		uint64_t one = 1;
-		int rc = cn_verbs_accept(srv->l, VT_ACCEPT_MS, &vc);
+		int rc;
 
-		if (rc == -ETIMEDOUT)
+		/* sleep until a request or stop: an idle acceptor uses no CPU */
+		if (poll(pfd, 2, -1) < 0 || pfd[1].revents != 0)
 			continue;
+		rc = cn_verbs_accept(srv->l, 0, &vc);
+		if (rc == -ETIMEDOUT)
+			continue; /* another CM event (consumed), or none after all */
 		if (rc != 0) {
 			CN_STAT_INC(srv->w[0].vs, accept_errors);
 			if (rc == -ENODEV)
@@ -549,6 +556,7 @@ static int vt_server_create(const struct cn_server_cfg *cfg, struct cn_server **
 	if (srv == NULL)
 		return -ENOMEM;
 	srv->cfg = *cfg;
+	srv->stopfd = -1;
 	srv->w = calloc(cfg->nworkers, sizeof(*srv->w));
 	if (cfg->verbs_stats == NULL)
 		srv->own_vs = calloc(cfg->nworkers, sizeof(*srv->own_vs));
@@ -579,6 +587,11 @@ static int vt_server_create(const struct cn_server_cfg *cfg, struct cn_server **
 			rc = -errno;
 			goto fail;
 		}
+	}
+	srv->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (srv->stopfd < 0) {
+		rc = -errno;
+		goto fail;
 	}
 	rc = cn_verbs_listen(cfg->listen, &vcfg, &srv->l);
 	if (rc != 0)
@@ -662,6 +675,9 @@ static void vt_server_stop(struct cn_server *srv, int grace_ms)
 
 	srv->stop_deadline_ns = vt_now_ns() + (uint64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000ull;
 	atomic_store(&srv->stopping, true);
+	if (srv->stopfd >= 0 && write(srv->stopfd, &one, sizeof(one)) < 0) {
+		/* non-zero already: the acceptor will see it */
+	}
 	for (unsigned i = 0; i < srv->cfg.nworkers; i++)
 		if (srv->w[i].evfd >= 0 && write(srv->w[i].evfd, &one, sizeof(one)) < 0) {
 			/* non-zero already: the worker will look */
@@ -677,8 +693,14 @@ static void vt_server_destroy(struct cn_server **sp)
 	srv = *sp;
 	*sp = NULL;
 	atomic_store(&srv->stopping, true);
-	if (srv->acceptor_started)
+	if (srv->acceptor_started) {
+		uint64_t one = 1;
+
+		if (write(srv->stopfd, &one, sizeof(one)) < 0) {
+			/* non-zero already */
+		}
 		pthread_join(srv->acceptor, NULL);
+	}
 	for (unsigned i = 0; i < srv->cfg.nworkers; i++) {
 		struct vworker *w = &srv->w[i];
 
@@ -698,6 +720,8 @@ static void vt_server_destroy(struct cn_server **sp)
 	}
 	cn_verbs_dereg(&srv->mr);
 	cn_verbs_listener_destroy(&srv->l);
+	if (srv->stopfd >= 0)
+		close(srv->stopfd);
 	free(srv->w);
 	free(srv->own_vs);
 	free(srv);

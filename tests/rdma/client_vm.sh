@@ -29,7 +29,7 @@ check() { # name cmd...
 
 # wait for the node (it starts in parallel with this VM; the node host first measures its idle CPU
 # for 2 s after startup: keep out of that window)
-sleep 6
+sleep 8
 i=0
 until $T 30 ./cachenode-rdma-check verify $NODE --chunks 1 --seed 999 >/dev/null 2>&1; do
 	i=$((i + 1))
