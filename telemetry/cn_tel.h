@@ -12,7 +12,8 @@
  * and END of the same session into spans, fills one latency histogram per
  * op, and hands events and spans to subscribers (Chrome trace-event file,
  * rate-limited log, and whatever the node adds). When every ring is empty it
- * sleeps (CN_TEL_DRAIN_IDLE_US), so an idle node uses no CPU.
+ * sleeps (CN_TEL_DRAIN_IDLE_US, doubling while it stays empty up to
+ * CN_TEL_DRAIN_IDLE_MAX_US), so an idle node uses no CPU.
  *
  * Readers (HTTP, DPDK telemetry callbacks, STATUS) run on other threads:
  * per-core counters are read with relaxed loads; histograms through
@@ -204,6 +205,13 @@ int cn_tel_chrome_sink_create(const char *path, const char *process_name,
  * near 1% while a 16384-event ring still absorbs over 3M events/s per core.
  */
 #define CN_TEL_DRAIN_IDLE_US 5000
+/*
+ * Consecutive empty passes double the sleep up to this: an idle node wakes
+ * 10 times a second instead of 200 (each wake-up costs a few hundred
+ * microseconds under emulation), and the first events after a quiet spell
+ * wait at most this long, far below the 1 s drain-lag health limit.
+ */
+#define CN_TEL_DRAIN_IDLE_MAX_US 100000
 #define CN_TEL_RING_DEFAULT  16384
 
 struct cn_tel_cfg {

@@ -568,11 +568,18 @@ unsigned cn_tel_drain_once(struct cn_tel *t)
 static void *drain_main(void *arg)
 {
 	struct cn_tel *t = arg;
-	const struct timespec idle = {.tv_nsec = CN_TEL_DRAIN_IDLE_US * 1000L};
+	long idle_us = CN_TEL_DRAIN_IDLE_US;
 
 	while (!__atomic_load_n(&t->priv->stop, __ATOMIC_ACQUIRE)) {
-		if (cn_tel_drain_once(t) == 0)
-			nanosleep(&idle, NULL);
+		struct timespec idle;
+
+		if (cn_tel_drain_once(t) != 0) {
+			idle_us = CN_TEL_DRAIN_IDLE_US;
+			continue;
+		}
+		idle = (struct timespec){.tv_nsec = idle_us * 1000L};
+		nanosleep(&idle, NULL);
+		idle_us = idle_us * 2 > CN_TEL_DRAIN_IDLE_MAX_US ? CN_TEL_DRAIN_IDLE_MAX_US : idle_us * 2;
 	}
 	return NULL;
 }
