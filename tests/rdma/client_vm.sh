@@ -27,14 +27,12 @@ check() { # name cmd...
 	[ $rc -eq 0 ] && pass "$name: $(tail -n 1 "$name.log")" || fail "$name (exit $rc)"
 }
 
-# wait for the node (it starts in parallel with this VM; the node host first measures its idle CPU
-# for 2 s after startup: keep out of that window)
-sleep 8
+# wait for the node host to say "ready" (after its idle-CPU check, which no client may disturb)
 i=0
-until $T 30 ./cachenode-rdma-check verify $NODE --chunks 1 --seed 999 >/dev/null 2>&1; do
+until [ "$(nc -w 2 10.77.0.1 9001 </dev/null 2>/dev/null)" = ready ]; do
 	i=$((i + 1))
-	[ $i -gt 60 ] && { fail "node never reachable"; break; }
-	sleep 1
+	[ $i -gt 300 ] && { fail "the node host never said ready"; break; }
+	sleep 0.5
 done
 
 check roundtrip ./cachenode-rdma-check roundtrip $NODE --chunks $CHUNKS --seed 1

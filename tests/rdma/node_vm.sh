@@ -68,6 +68,8 @@ while read -r tid comm t1; do
 done <ticks1
 [ $busy -le 2 ] && pass "idle worker and acceptor threads used $busy ticks in 2 s" ||
 	fail "idle worker and acceptor threads used $busy ticks in 2 s (busy waiting?)"
+# now let the client host begin (it waits for this line on port 9001)
+echo ready | nc -l -p 9001 >/dev/null
 while :; do
 	cmd=$(nc -l -p 9000 | head -n 1)
 	echo "command: $cmd"
