@@ -3,10 +3,13 @@
 # nothing is missing. Usage: scripts/install-deps.sh build|test|bench
 set -euo pipefail
 
-build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev libmicrohttpd-dev)
+build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev libmicrohttpd-dev
+	libhiredis-dev)
 test=(dpdk-dev python3 procps prometheus curl file qemu-system-x86 busybox-static rdma-core ibverbs-utils
-	ibverbs-providers libibverbs-dev librdmacm-dev rdmacm-utils perftest iproute2 kmod cpio xz-utils)
-# dpdk-dev ships dpdk-telemetry.py, prometheus promtool; qemu, busybox, rdma-core, perftest: tests/rdma
+	ibverbs-providers libibverbs-dev librdmacm-dev rdmacm-utils perftest iproute2 kmod cpio xz-utils
+	redis-server redis-tools python3-yaml)
+# dpdk-dev ships dpdk-telemetry.py, prometheus promtool; qemu, busybox, rdma-core, perftest: tests/rdma;
+# redis-server: the registry tests; python3-yaml: the deploy/ checks
 bench=(redis-server redis-tools iperf3 python3)
 
 want=("${build[@]}")
