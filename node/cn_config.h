@@ -30,7 +30,12 @@
 	X(http, "HOST:PORT", "127.0.0.1:9190", "HTTP for /metrics, /api/status, /api/healthz; off = none") \
 	X(no_telemetry, "", "", "switch telemetry events off (counters stay)")                 \
 	X(telemetry_ring_size, "N", "16384", "events per core ring (power of two, 64..16M)")    \
-	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")
+	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")           \
+	X(redis, "URL", "",                                                                        \
+	  "cluster registry: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (default: standalone)")   \
+	X(cluster, "NAME", "default", "cluster name in the registry's keys")                       \
+	X(heartbeat, "TIME", "1s", "registry heartbeat, e.g. 1s or 250ms; a record expires after 3") \
+	X(redis_timeout, "MS", "0", "Redis connect and command timeout (0: half the heartbeat, 100..1000)")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -50,6 +55,10 @@ struct cn_config {
 	bool telemetry;
 	unsigned telemetry_ring_size;
 	char trace_spans[256];
+	char redis[512];	 /* "" = standalone (no registry) */
+	char cluster[65];
+	unsigned heartbeat_ms;	 /* 50..3600000 */
+	unsigned redis_timeout_ms; /* 0 = derived from the heartbeat */
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;
