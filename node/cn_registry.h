@@ -141,8 +141,11 @@ struct cn_reg_peer {
 
 /* An immutable list of the live nodes, sorted by node id. */
 struct cn_reg_peers {
-	uint64_t generation;  /* bumped by every read that changed membership or a record */
+	uint64_t generation;  /* bumped by every read that changed who is live, or a live
+			       * node's address, transport, RDMA device, GID or health */
 	uint64_t read_at_ms;  /* when it was read, unix ms by Redis's clock; 0 = never read */
+	uint64_t changed_at_ms; /* when the set of live nodes last changed, unix ms by this
+				 * node's clock (taken as the read that saw it completed) */
 	unsigned n;
 	unsigned refs;	      /* private: the registry's reference count */
 	struct cn_reg_peer peer[];

@@ -435,10 +435,11 @@ static int publish(struct cn_reg *r, const char *event, const struct cn_reg_reco
 }
 
 /*
- * Write the record: MULTI, EXISTS (was it still there?), HSET every field,
- * PEXPIRE 3 heartbeats, SADD the id to the set, EXEC: one round trip. Then
- * join (first record of this process, or the old one had expired) and
- * health-change events. 0, 1 (skipped: no figures), or -errno with r->err.
+ * Write the record: MULTI, HGET updated_at (was it still there, and live?),
+ * HSET every field, PEXPIRE 3 heartbeats, SADD the id to the set, EXEC: one
+ * round trip. Then join (first record of this process, or readers had stopped
+ * seeing the old one as live: it expired, Redis lost it, or it is an old
+ * heartbeat a hung Redis ran late) and health-change events. 0, 1 (skipped: no figures), or -errno with r->err.
  */
 static int heartbeat(struct cn_reg *r)
 {
@@ -448,7 +449,7 @@ static int heartbeat(struct cn_reg *r)
 	struct cn_reg_record rec;
 	redisReply *rep[6];
 	int nf, rc = 0;
-	long long existed;
+	bool was_live;
 
 	memset(&rec, 0, sizeof(rec));
 	if (r->fill(r->fill_arg, &rec) < 0)
@@ -469,7 +470,7 @@ static int heartbeat(struct cn_reg *r)
 	for (int i = 0; i < 2 + 2 * nf; i++)
 		argl[i] = strlen(argv[i]);
 	redisAppendCommand(r->ctx, "MULTI");
-	redisAppendCommand(r->ctx, "EXISTS %s", r->key_node);
+	redisAppendCommand(r->ctx, "HGET %s updated_at", r->key_node);
 	redisAppendCommandArgv(r->ctx, 2 + 2 * nf, argv, argl);
 	redisAppendCommand(r->ctx, "PEXPIRE %s %u", r->key_node, CN_REG_TTL_BEATS * r->hb_ms);
 	redisAppendCommand(r->ctx, "SADD %s %s", r->key_nodes, r->node_id);
@@ -479,10 +480,15 @@ static int heartbeat(struct cn_reg *r)
 	for (int i = 0; i < 5 && rc == 0; i++)
 		if (rep[i]->type != REDIS_REPLY_STATUS)
 			rc = bad_reply(r, rep[i], i == 0 ? "MULTI" : "heartbeat");
-	if (rc == 0 && (rep[5]->type != REDIS_REPLY_ARRAY || rep[5]->elements != 4 ||
-			rep[5]->element[0]->type != REDIS_REPLY_INTEGER))
+	if (rc == 0 && (rep[5]->type != REDIS_REPLY_ARRAY || rep[5]->elements != 4))
 		rc = bad_reply(r, rep[5], "EXEC");
-	existed = rc == 0 ? rep[5]->element[0]->integer : 1;
+	was_live = false;
+	if (rc == 0 && rep[5]->element[0]->type == REDIS_REPLY_STRING) {
+		uint64_t prev = strtoull(rep[5]->element[0]->str, NULL, 10);
+
+		was_live = prev >= rec.updated_at ||
+			   rec.updated_at - prev < (uint64_t)CN_REG_TTL_BEATS * r->hb_ms;
+	}
 	free_replies(rep, 6);
 	if (rc < 0)
 		return rc;
@@ -490,7 +496,7 @@ static int heartbeat(struct cn_reg *r)
 	set_state(r, true, true, NULL);
 	r->last = rec;
 
-	if (!r->joined || !existed) {
+	if (!r->joined || !was_live) {
 		rc = publish(r, "join", &rec);
 		if (rc < 0)
 			return rc;
@@ -520,7 +526,7 @@ static void bad_entry(struct cn_reg *r, const char *member, const char *why)
 	r->bad_unlogged++;
 	if (r->bad_logged == 0 || now - r->bad_logged >= LOG_EVERY_MS) {
 		LOG(WARNING, "ignored registry entry '%.80s' of cluster %s: %s (%" PRIu64
-			     " bad entries since the last such message)",
+			     " ignored since the last such message)",
 		    member, r->cluster, why, r->bad_unlogged);
 		r->bad_logged = now;
 		r->bad_unlogged = 0;
@@ -543,13 +549,16 @@ static bool peer_changed(const struct cn_reg_record *a, const struct cn_reg_reco
 
 /*
  * Count and log who joined and left between @old and @np (both sorted);
- * true if membership or a peer's placement figures changed.
+ * true if membership or a peer's placement figures changed, *members if
+ * membership did.
  */
 static bool peers_diff(struct cn_reg *r, const struct cn_reg_peers *old,
-		       const struct cn_reg_peers *np)
+		       const struct cn_reg_peers *np, bool *members)
 {
 	unsigned i = 0, j = 0;
 	bool changed = false;
+
+	*members = false;
 
 	while (i < old->n || j < np->n) {
 		int c = i == old->n ? 1
@@ -562,7 +571,7 @@ static bool peers_diff(struct cn_reg *r, const struct cn_reg_peers *old,
 				LOG(NOTICE, "peer %s (%s) left the cluster", old->peer[i].rec.node_id,
 				    old->peer[i].rec.address);
 			}
-			changed = true;
+			changed = *members = true;
 			i++;
 		} else if (c > 0) {
 			if (!np->peer[j].self) {
@@ -570,7 +579,7 @@ static bool peers_diff(struct cn_reg *r, const struct cn_reg_peers *old,
 				LOG(NOTICE, "peer %s (%s, %s) joined", np->peer[j].rec.node_id,
 				    np->peer[j].rec.address, np->peer[j].rec.transport);
 			}
-			changed = true;
+			changed = *members = true;
 			j++;
 		} else {
 			changed |= peer_changed(&old->peer[i].rec, &np->peer[j].rec);
@@ -716,6 +725,7 @@ static int read_peers(struct cn_reg *r, uint64_t *next_check)
 	const char **ids = NULL;
 	uint64_t now_ms, now = mono_ms();
 	size_t nm = 0, nv = 0;
+	bool changed, members;
 	int rc = 0;
 
 	*next_check = 0;
@@ -796,8 +806,9 @@ static int read_peers(struct cn_reg *r, uint64_t *next_check)
 
 			if (p->ttl_ms >= 0 && (uint64_t)p->ttl_ms < left)
 				left = (uint64_t)p->ttl_ms;
-			if (*next_check == 0 || now + left + 2 < *next_check)
-				*next_check = now + left + 2;
+			/* TIME and updated_at are whole ms: +1 so the age is then >= the limit */
+			if (*next_check == 0 || now + left + 1 < *next_check)
+				*next_check = now + left + 1;
 		}
 		np->n++;
 	}
@@ -805,7 +816,9 @@ static int read_peers(struct cn_reg *r, uint64_t *next_check)
 	qsort(np->peer, np->n, sizeof(np->peer[0]), peer_cmp);
 	np->read_at_ms = now_ms;
 	old = cn_reg_peers(r);
-	np->generation = old->generation + (peers_diff(r, old, np) || old->read_at_ms == 0);
+	changed = peers_diff(r, old, np, &members) || old->read_at_ms == 0;
+	np->generation = old->generation + changed;
+	np->changed_at_ms = members ? wall_ms() : old->changed_at_ms;
 	{
 		unsigned others = 0;
 

@@ -414,6 +414,14 @@ static json_t *registry_json(struct tree *t, const struct cn_node *nd, struct he
 	put(t, o, "last_ok_age_ms", json_integer(in->last_ok_age_ms));
 	put(t, o, "last_error", json_string(in->last_error));
 	put_u64(t, o, "live_nodes", in->live_nodes);
+	{
+		const struct cn_reg_peers *p = cn_reg_peers(nd->reg);
+
+		put_u64(t, o, "snapshot_generation", p->generation);
+		put_u64(t, o, "snapshot_read_at_ms", p->read_at_ms);
+		put_u64(t, o, "membership_changed_at_ms", p->changed_at_ms);
+		cn_reg_peers_put(&p);
+	}
 	put(t, o, "peers", peers_json(t, nd->reg));
 	put(t, o, "counters", table_json(t, NULL, cn_reg_metric_desc, N_REG,
 					 (const uint64_t *)&in->st));
