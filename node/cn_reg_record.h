@@ -39,9 +39,10 @@
 	X(cluster, STR, CN_REG_NAME_MAX + 1, 1, "the `--cluster` name; equals the key's middle part") \
 	X(address, STR, 128, 1, "HOST:PORT clients and peers connect to (the bound `--listen`)")   \
 	X(transport, STR, 16, 1, "`tcp` or `verbs`")                                               \
-	X(rdma_dev, STR, 64, 0,                                                                    \
-	  "under verbs: `--rdma-dev` (empty: the listen address's device); empty under tcp")       \
-	X(gid, STR, 48, 0, "under verbs: the port GID of the listen address, when known; else empty") \
+	X(rdma_dev, STR, 64, 0, "under verbs: the RDMA device the node listens on; empty under tcp") \
+	X(gid, STR, 48, 0,                                                                         \
+	  "under verbs: the port GID of the listen address (empty for a wildcard address); "      \
+	  "empty under tcp")                                                                       \
 	X(http, STR, 128, 0, "HOST:PORT of the node's HTTP server (`/metrics`, `/api/status`); empty with `--http off`") \
 	X(l1_capacity, U64, 0, 1, "L1 bytes usable for chunks")                                     \
 	X(l1_used, U64, 0, 1, "L1 bytes held by chunks (slots)")                                    \

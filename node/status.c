@@ -491,8 +491,9 @@ int cn_node_reg_fill(void *arg, struct cn_reg_record *rec)
 		return -ENOMEM;
 	snprintf(rec->address, sizeof(rec->address), "%s", nd->tops->server_addr(nd->server));
 	snprintf(rec->transport, sizeof(rec->transport), "%s", nd->tops->name);
-	if (strcmp(nd->tops->name, "verbs") == 0)
-		snprintf(rec->rdma_dev, sizeof(rec->rdma_dev), "%s", nd->cfg.rdma_dev);
+	if (nd->tops->server_rdma_ident != NULL)
+		nd->tops->server_rdma_ident(nd->server, rec->rdma_dev, sizeof(rec->rdma_dev),
+					    rec->gid, sizeof(rec->gid));
 	snprintf(rec->http, sizeof(rec->http), "%s", http ? cn_http_addr(http) : "");
 	rec->l1_capacity = tree_u64(st, cap);
 	rec->l1_used = tree_u64(st, used);
