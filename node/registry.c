@@ -482,6 +482,10 @@ static int heartbeat(struct cn_reg *r)
 			rc = bad_reply(r, rep[i], i == 0 ? "MULTI" : "heartbeat");
 	if (rc == 0 && (rep[5]->type != REDIS_REPLY_ARRAY || rep[5]->elements != 4))
 		rc = bad_reply(r, rep[5], "EXEC");
+	/* a command of the transaction refused (WRONGTYPE: someone else's key there) */
+	for (size_t i = 0; rc == 0 && i < 4; i++)
+		if (rep[5]->element[i]->type == REDIS_REPLY_ERROR)
+			rc = bad_reply(r, rep[5]->element[i], "heartbeat");
 	was_live = false;
 	if (rc == 0 && rep[5]->element[0]->type == REDIS_REPLY_STRING) {
 		uint64_t prev = strtoull(rep[5]->element[0]->str, NULL, 10);

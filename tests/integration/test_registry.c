@@ -1201,6 +1201,42 @@ static void bad_registry_data(void **state)
 	assert_int_equal(json_array_size(json_object_get(js, "nodes")), 1);
 	json_decref(js);
 
+	/*
+	 * The cluster's set itself replaced by a string: the node cannot write its
+	 * membership, says so in its registry's health, and serves on, healthy;
+	 * when the key is given back, the registry recovers by itself.
+	 */
+	x = redisCommand(c, "DEL cachenode:junk:nodes");
+	freeReplyObject(x);
+	x = redisCommand(c, "SET cachenode:junk:nodes oops");
+	freeReplyObject(x);
+	for (int waited = 0;; waited += 20) {
+		root = status(&d);
+		if (!st_true(root, "components.registry.is_healthy"))
+			break;
+		json_decref(root);
+		if (waited > 10 * HB_MS)
+			fail_msg("registry still healthy with the set key overwritten");
+		usleep(20 * 1000);
+	}
+	assert_non_null(strstr(json_string_value(at(root, "components.registry.reason")),
+			       "WRONGTYPE"));
+	assert_true(st_true(root, "is_healthy"));
+	json_decref(root);
+	x = redisCommand(c, "DEL cachenode:junk:nodes");
+	freeReplyObject(x);
+	for (int waited = 0;; waited += 20) {
+		root = status(&d);
+		rc = st_true(root, "components.registry.is_healthy");
+		json_decref(root);
+		if (rc)
+			break;
+		if (waited > 10 * HB_MS)
+			fail_msg("registry did not recover after the set key was removed");
+		usleep(20 * 1000);
+	}
+	assert_int_equal(cn_redis_cmd_int(c, "SISMEMBER cachenode:junk:nodes %s", d.node_id), 1);
+
 	redisFree(c);
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
 	cn_redis_stop(&r, false);
