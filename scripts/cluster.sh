@@ -98,6 +98,8 @@ up() {
 	local n=$1 i ip ns id
 	need_root "cluster N=$n"
 	[[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "N must be 1..200"
+	# link names are at most 15 bytes: <PREFIX>-br0, <PREFIX>-v<200>
+	[[ $PREFIX =~ ^[a-z][a-z0-9]{0,9}$ ]] || die "PREFIX '$PREFIX': 1-10 of [a-z0-9], a letter first"
 	[ -x "$NODE" ] && [ -x "$CLI" ] && [ -x "$STATUS" ] || die "build first (make build; BUILD=$BUILD)"
 	command -v redis-server >/dev/null || die "redis-server is not installed (apt-get install redis-server)"
 	ip netns list >/dev/null 2>&1 || die "ip netns does not work here"

@@ -12,7 +12,7 @@ set -uo pipefail
 
 src=$1
 build=$2
-export PREFIX=cnt$$ SUBNET=10.79.$(($$ % 200 + 20)) L1_SIZE=64M HEARTBEAT=250ms
+export PREFIX=ct$(($$ % 10000)) SUBNET=10.79.$(($$ % 200 + 20)) L1_SIZE=64M HEARTBEAT=250ms
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])')
 export REDIS_PORT=$port
 cluster=itest$$
@@ -33,8 +33,8 @@ fail() {
 command -v redis-server >/dev/null || skip "redis-server is not installed"
 ip netns add "$PREFIX-probe" 2>/dev/null || skip "cannot create a network namespace here"
 ip netns del "$PREFIX-probe"
-ip link add "$PREFIX-probebr" type bridge 2>/dev/null || skip "cannot create a bridge here"
-ip link del "$PREFIX-probebr"
+ip link add "$PREFIX-pb" type bridge 2>/dev/null || skip "cannot create a bridge here"
+ip link del "$PREFIX-pb"
 
 pids_of_cluster() {
 	cat /run/cachenode-cluster-"$PREFIX"/*.pid 2>/dev/null
