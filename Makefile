@@ -55,7 +55,7 @@ bench-rdma:
 # As root: redis-server and N nodes, each in its own network namespace on one bridge
 # (10.78.0.0/24 by default; scripts/cluster.sh lists the knobs). Prints how to reach them.
 cluster: build
-	@command -v redis-server >/dev/null || scripts/install-deps.sh bench
+	@scripts/install-deps.sh cluster
 	BUILD=$(BUILD) CLUSTER=$(CLUSTER) scripts/cluster.sh up $(N)
 
 cluster-down:
