@@ -15,7 +15,8 @@
  *   - Redis stopped (SIGSTOP) or killed and restarted for 10 s under load:
  *     throughput within 10% (medians of 1 s windows), registry unhealthy
  *     during, healthy after, record back within 2 heartbeats;
- *   - garbage in the registry is ignored and counted, never a crash;
+ *   - garbage in the registry is ignored and counted, never a crash; a set
+ *     member whose record stays gone is pruned after 100 heartbeats;
  *   - Redis absent at start, then started; SIGTERM with Redis hung exits
  *     promptly.
  *
@@ -1304,6 +1305,44 @@ static void redis_late_and_hung_shutdown(void **state)
 	cn_redis_stop(&r, true);
 }
 
+/*
+ * A set member whose record stays gone (a node killed and never back) is
+ * removed after 100 heartbeats, by a live node, and counted; live members
+ * stay. Heartbeat 50 ms: 5 s.
+ */
+static void dead_members_pruned(void **state)
+{
+	const char *fast[] = {"--heartbeat", "50ms", NULL};
+	struct cn_redis r = {0};
+	struct cn_daemon d;
+	redisContext *c;
+	json_t *root;
+	double t0;
+
+	assert_int_equal(cn_redis_start(&r, 0, NULL), 0);
+	start_node(&d, r.url, "prune", fast);
+	assert_true(wait_key(&r, 0, "prune", d.node_id, 1, 3000) >= 0);
+	c = rconn(&r, 0);
+	assert_int_equal(cn_redis_cmd_int(c, "SADD cachenode:prune:nodes gone-node"), 1);
+	t0 = mono_s();
+	while (cn_redis_cmd_int(c, "SISMEMBER cachenode:prune:nodes gone-node") == 1) {
+		if (mono_s() - t0 > 15)
+			fail_msg("gone-node still in the set after 15 s (100 heartbeats: 5 s)");
+		usleep(100 * 1000);
+	}
+	printf("# gone-node pruned after %.1f s (100 heartbeats of 50 ms: 5 s)\n", mono_s() - t0);
+	assert_true(mono_s() - t0 >= 4.5); /* not before its 100 heartbeats */
+	assert_int_equal(cn_redis_cmd_int(c, "SISMEMBER cachenode:prune:nodes %s", d.node_id), 1);
+	root = status(&d);
+	assert_int_equal(st_int(root, "components.registry.counters.pruned"), 1);
+	assert_int_equal(st_int(root, "components.registry.counters.bad_records"), 0);
+	json_decref(root);
+	assert_true(cn_daemon_log_contains(&d, "removed gone-node"));
+	redisFree(c);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+	cn_redis_stop(&r, false);
+}
+
 /* The tool's usage errors and an unreachable Redis; --watch repeats. */
 static void status_tool_registry_mode(void **state)
 {
@@ -1348,6 +1387,7 @@ int main(void)
 		cmocka_unit_test(sigkill_detected_and_rejoin),
 		cmocka_unit_test(bad_registry_data),
 		cmocka_unit_test(redis_late_and_hung_shutdown),
+		cmocka_unit_test(dead_members_pruned),
 		cmocka_unit_test(status_tool_registry_mode),
 		cmocka_unit_test(outage_sigstop_under_load),
 		cmocka_unit_test(outage_restart_under_load),
