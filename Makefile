@@ -3,9 +3,11 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 ARGS       ?=
+N          ?= 3
+CLUSTER    ?= demo
 MESON_TEST  = meson test --print-errorlogs --num-processes 2
 
-.PHONY: all deps build run test test-asan bench bench-rdma clean
+.PHONY: all deps build run test test-asan bench bench-rdma cluster cluster-down clean
 
 all: build
 
@@ -49,6 +51,15 @@ bench-rdma:
 	@scripts/install-deps.sh test
 	$(MAKE) --no-print-directory build
 	BUILD=$(BUILD) scripts/bench-rdma.sh
+
+# As root: redis-server and N nodes, each in its own network namespace on one bridge
+# (10.78.0.0/24 by default; scripts/cluster.sh lists the knobs). Prints how to reach them.
+cluster: build
+	@scripts/install-deps.sh cluster
+	BUILD=$(BUILD) CLUSTER=$(CLUSTER) scripts/cluster.sh up $(N)
+
+cluster-down:
+	BUILD=$(BUILD) scripts/cluster.sh down
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -33,7 +33,12 @@
 	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")       \
 	X(trace_output, "FILE", "", "record every operation to FILE for cachenode-replay")     \
 	X(trace_max_size, "SIZE", "0", "rotate --trace-output at SIZE (FILE.1, ...); 0 = never") \
-	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)")
+	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)") \
+	X(redis, "URL", "",                                                                        \
+	  "cluster registry: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (default: standalone)")   \
+	X(cluster, "NAME", "default", "cluster name in the registry's keys")                       \
+	X(heartbeat, "TIME", "1s", "registry heartbeat, e.g. 1s or 250ms; a record expires after 3") \
+	X(redis_timeout, "MS", "0", "Redis connect and command timeout (0: half the heartbeat, 100..1000)")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -56,6 +61,10 @@ struct cn_config {
 	char trace_output[256]; /* "" = no trace recording */
 	uint64_t trace_max_size; /* 0 = one file */
 	unsigned trace_ring_size;
+	char redis[512];	 /* "" = standalone (no registry) */
+	char cluster[65];
+	unsigned heartbeat_ms;	 /* 50..3600000 */
+	unsigned redis_timeout_ms; /* 0 = derived from the heartbeat */
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;

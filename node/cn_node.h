@@ -18,6 +18,7 @@
 
 #include "cn_config.h"
 #include "cn_engine.h"
+#include "cn_registry.h"
 #include "cn_session.h"
 #include "cn_tel.h"
 #include "cn_transport.h"
@@ -41,6 +42,7 @@ struct cn_node {
 	time_t started_wall;
 	atomic_int worker_failed;
 	struct cn_http *http;
+	struct cn_reg *reg; /* the cluster registry; NULL = standalone (no --redis) */
 };
 
 /* Seconds since the node started. */
@@ -52,9 +54,20 @@ double cn_node_uptime(const struct cn_node *nd);
  * {"l1": {...}}}, "transport": {..., "verbs": {...}}, "telemetry": {...}}}.
  * Every component reports is_healthy and its figures; an unhealthy child
  * makes its parent unhealthy and the top-level "reason" names the first
- * unhealthy leaf and why. Returns a new reference (json_decref()), or NULL on allocation failure.
+ * unhealthy leaf and why. One exception: "registry" (the Redis registry
+ * client) reports its own health but never makes the node unhealthy, since
+ * the node serves whether Redis is there or not. Returns a new reference
+ * (json_decref()), or NULL on allocation failure.
  */
 json_t *cn_node_status(struct cn_node *nd);
+
+/*
+ * cn_node_reg_fill - the registry's cn_reg_fill_fn: the node's record
+ * (address, transport, L1 levels, hit rate, health and reason from the status
+ * tree, version, started_at) for one heartbeat. @arg is the struct cn_node.
+ * Returns 0, or -ENOMEM.
+ */
+int cn_node_reg_fill(void *arg, struct cn_reg_record *rec);
 
 /*
  * cn_node_prometheus - the Prometheus text exposition (format 0.0.4) of
@@ -69,6 +82,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len);
 #define CN_PROM_TRANSPORT "cachenode_transport"
 #define CN_PROM_VERBS	  "cachenode_verbs"
 #define CN_PROM_TELEMETRY "cachenode_telemetry"
+#define CN_PROM_REGISTRY  "cachenode_registry"
 
 /*
  * cn_node_prom_name - the Prometheus family of table row @d: @prefix_<name>,

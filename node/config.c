@@ -19,6 +19,7 @@
 #include "cn_config.h"
 #include "cn_metrics.h"
 #include "cn_trace.h"
+#include "cn_reg_record.h"
 #include "cn_transport.h"
 
 enum opt_id {
@@ -167,6 +168,28 @@ static int set_hostport(const char *v, char *dst, size_t len, const char *dn, ch
 	return 0;
 }
 
+/* "250ms", "1s", "2" (seconds) -> ms within [min, max]; 0 or -EINVAL. */
+static int parse_duration_ms(const char *s, unsigned long min, unsigned long max, unsigned *out)
+{
+	char *end;
+	unsigned long v, mul = 1000;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0)
+		return -EINVAL;
+	if (strcmp(end, "ms") == 0)
+		mul = 1;
+	else if (strcmp(end, "s") != 0 && *end != '\0')
+		return -EINVAL;
+	if (v > max / mul || v * mul < min)
+		return -EINVAL;
+	*out = (unsigned)(v * mul);
+	return 0;
+}
+
 /* Apply one option value; the error names the option as the user wrote it. */
 static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err, size_t errlen)
 {
@@ -289,6 +312,40 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 			return fail(err, errlen, "--%s '%s': expected a power of two, 64..16777216",
 				    dn, v);
 		cfg->trace_ring_size = u;
+		return 0;
+	case OPT_redis: {
+		struct cn_reg_url url;
+		char why[128];
+
+		if (*v == '\0') {
+			cfg->redis[0] = '\0';
+			return 0;
+		}
+		/* the message never repeats the value: it may hold a password */
+		if (cn_reg_url_parse(v, &url, why, sizeof(why)) < 0)
+			return fail(err, errlen, "--%s: %s", dn, why);
+		if (copy_str(v, cfg->redis, sizeof(cfg->redis)))
+			return fail(err, errlen, "--%s: URL too long", dn);
+		return 0;
+	}
+	case OPT_cluster:
+		if (!cn_reg_name_valid(v))
+			return fail(err, errlen,
+				    "--%s '%s': 1-64 characters of [A-Za-z0-9._-] expected", dn, v);
+		strcpy(cfg->cluster, v);
+		return 0;
+	case OPT_heartbeat:
+		if (parse_duration_ms(v, 50, 3600000, &u) < 0)
+			return fail(err, errlen,
+				    "--%s '%s': expected a time from 50ms to 3600s (250ms, 1s, 2)", dn,
+				    v);
+		cfg->heartbeat_ms = u;
+		return 0;
+	case OPT_redis_timeout:
+		if (parse_uint(v, 0, 60000, &u) < 0 || (u != 0 && u < 10))
+			return fail(err, errlen, "--%s '%s': expected milliseconds, 10..60000 (0: auto)",
+				    dn, v);
+		cfg->redis_timeout_ms = u;
 		return 0;
 	default:
 		return fail(err, errlen, "internal: option %d", (int)id);

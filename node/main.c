@@ -33,12 +33,16 @@
 #include "cn_config.h"
 #include "cn_engine.h"
 #include "cn_node.h"
+#include "cn_registry.h"
 #include "cn_session.h"
 #include "cn_tel.h"
 #include "cn_tel_dpdk.h"
 #include "cn_transport.h"
 
 #define LOG(level, fmt, ...) RTE_LOG(level, USER1, "cachenode: " fmt "\n", ##__VA_ARGS__)
+
+/* On shutdown each step of leaving the registry (connect, DEL+SREM, PUBLISH) waits this long. */
+#define REG_LEAVE_TIMEOUT_MS 500
 
 struct worker_arg {
 	struct cn_node *node;
@@ -223,6 +227,16 @@ static void list_metrics(void)
 		   "`node`, `core`", cn_tel_core_metric_desc, cn_tel_core_metric_count);
 	list_table("Telemetry drain", "components.telemetry.counters", CN_PROM_TELEMETRY,
 		   "`node`", cn_tel_drain_metric_desc, cn_tel_drain_metric_count);
+	list_table("Registry", "components.registry.counters", CN_PROM_REGISTRY, "`node`",
+		   cn_reg_metric_desc, cn_reg_metric_count);
+	printf("### Registry record\n\nThe hash `cachenode:<cluster>:node:<node-id>` each node "
+	       "writes every heartbeat (`--redis`); readers ignore fields not listed here and "
+	       "count a record whose required field is missing or invalid in `bad_records`."
+	       "\n\n| field | required | meaning |\n|---|---|---|\n");
+	for (unsigned i = 0; i < cn_reg_field_count; i++)
+		printf("| `%s` | %s | %s |\n", cn_reg_field_desc[i].name,
+		       cn_reg_field_desc[i].required ? "yes" : "no", cn_reg_field_desc[i].help);
+	printf("\n");
 	printf("### DPDK telemetry commands\n\n");
 	cn_node_telemetry_list(stdout);
 }
@@ -515,6 +529,24 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (nd.cfg.redis[0]) {
+		struct cn_reg_cfg rcfg = {
+			.url = nd.cfg.redis,
+			.cluster = nd.cfg.cluster,
+			.node_id = nd.cfg.node_id,
+			.heartbeat_ms = nd.cfg.heartbeat_ms,
+			.timeout_ms = nd.cfg.redis_timeout_ms,
+			.fill = cn_node_reg_fill,
+			.fill_arg = &nd,
+		};
+
+		r = cn_reg_create(&rcfg, &nd.reg);
+		if (r < 0) {
+			LOG(ERR, "cannot set up the registry client: %s", strerror(-r));
+			goto out_http;
+		}
+	}
+
 	RTE_LCORE_FOREACH_WORKER(lcore) {
 		if (wid == nd.cfg.workers)
 			break;
@@ -548,6 +580,22 @@ int main(int argc, char **argv)
 	if (nd.cfg.trace_output[0])
 		LOG(NOTICE, "recording every operation to %s (%s); replay it with cachenode-replay",
 		    nd.cfg.trace_output, nd.cfg.trace_max_size ? "rotating" : "one file");
+	/* serving first, then join: peers that read the record can use it at once */
+	if (nd.reg != NULL) {
+		struct cn_reg_info ri;
+
+		cn_reg_get_info(nd.reg, &ri);
+		r = cn_reg_start(nd.reg);
+		if (r < 0)
+			LOG(ERR, "cannot start the registry thread: %s; serving standalone",
+			    strerror(-r));
+		else
+			LOG(NOTICE, "registry: %s, cluster %s, heartbeat %u ms (cachenode-status "
+				    "--redis %s --cluster %s)",
+			    ri.redis, ri.cluster, ri.heartbeat_ms, ri.redis, ri.cluster);
+	} else {
+		LOG(NOTICE, "standalone: no registry (--redis)");
+	}
 	fflush(stdout);
 
 	/* Control plane: wait for a signal. */
@@ -562,15 +610,20 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
+	/* leave the cluster first, so peers stop sending here while we drain */
+	cn_reg_stop(nd.reg, REG_LEAVE_TIMEOUT_MS);
 	nd.tops->server_stop(nd.server, (int)nd.cfg.shutdown_grace);
 	rc = 0;
 out_wait:
 	rte_eal_mp_wait_lcore();
 	if (atomic_load(&nd.worker_failed))
 		rc = 1;
-	/* DPDK commands read nd (nd.http among it) on their own threads: they go first */
+	cn_reg_stop(nd.reg, REG_LEAVE_TIMEOUT_MS); /* a no-op after a signal */
+out_http:
+	/* DPDK commands read nd (nd.http, nd.reg among it) on their own threads: they go first */
 	cn_tel_dpdk_unregister();
 	cn_http_stop(&nd.http);
+	cn_reg_destroy(&nd.reg); /* nothing reads it any more */
 out_drain:
 	cn_tel_dpdk_unregister(); /* again on the error path; a no-op when done */
 	cn_tel_stop(nd.tel); /* a last drain pass: every event emitted reaches its subscribers */

@@ -13,6 +13,7 @@
  *   CN_VERBS_METRICS      cachenode_verbs_<name>                   node, core (0 under tcp)
  *   CN_TEL_CORE_METRICS   cachenode_telemetry_<name>               node, core
  *   CN_TEL_DRAIN_METRICS  cachenode_telemetry_<name>               node
+ *   CN_REG_METRICS        cachenode_registry_<name>                node (zero when standalone)
  *
  * A COUNTER row becomes "<family>_total" of TYPE counter, a GAUGE row a
  * gauge; a row named "<x>_ns" becomes "<x>_seconds" (base units), its value
@@ -25,7 +26,9 @@
  * telemetry ring depth per core, cachenode_up, cachenode_uptime_seconds,
  * cachenode_info, cachenode_transport_info (like cachenode_l1_info: the
  * configuration as labels), cachenode_healthy and cachenode_component_healthy
- * from the status tree. Every series carries node="<node_id>".
+ * from the status tree, the registry's state (cachenode_registry_enabled,
+ * _connected, _live_nodes, _last_heartbeat_age_seconds, _info{redis,cluster}).
+ * Every series carries node="<node_id>".
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -326,6 +329,43 @@ static void telemetry_out(struct pbuf *b, const struct cn_tel *tel)
 	latency_out(b, tel);
 }
 
+/*
+ * The registry client: its counter table (zeros when standalone, so the
+ * families do not come and go with --redis) and its state.
+ */
+static void registry_out(struct pbuf *b, struct cn_node *nd)
+{
+	struct cn_reg_info *in = calloc(1, sizeof(*in));
+
+	if (in == NULL) {
+		b->oom = true;
+		return;
+	}
+	if (nd->reg != NULL)
+		cn_reg_get_info(nd->reg, in);
+	gauge(b, "cachenode_registry_enabled", "1 when the node publishes to a Redis registry (--redis)",
+	      nd->reg != NULL);
+	gauge(b, "cachenode_registry_connected", "1 while the registry's Redis connection works",
+	      in->connected);
+	gauge(b, "cachenode_registry_live_nodes",
+	      "live nodes of the cluster in the last read, this one included", in->live_nodes);
+	gauge(b, "cachenode_registry_last_heartbeat_age_seconds",
+	      "seconds since the node's record was last written; -1 never (or standalone)",
+	      in->last_ok_age_ms < 0 ? -1.0 : (double)in->last_ok_age_ms / 1e3);
+	if (nd->reg != NULL) {
+		family(b, "cachenode_registry_info", "gauge",
+		       "the registry (labels: Redis URL without credentials, cluster); always 1");
+		pb_printf(b, "cachenode_registry_info{%s,redis=\"", b->node);
+		pb_escaped(b, in->redis, false);
+		pb_printf(b, "\",cluster=\"");
+		pb_escaped(b, in->cluster, false);
+		pb_printf(b, "\"} 1\n");
+	}
+	table_single(b, CN_PROM_REGISTRY, cn_reg_metric_desc, cn_reg_metric_count,
+		     (const uint64_t *)&in->st);
+	free(in);
+}
+
 /* cachenode_component_healthy{component="engine.l1"} for every component, depth first. */
 static void components_out(struct pbuf *b, json_t *comps, const char *parent)
 {
@@ -396,6 +436,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 		      nd->verbs_stats, sizeof(*nd->verbs_stats), nd->cfg.workers);
 	if (nd->tel)
 		telemetry_out(&b, nd->tel);
+	registry_out(&b, nd);
 
 	if (b.oom) {
 		free(b.p);

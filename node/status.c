@@ -17,7 +17,11 @@
  *      "telemetry": {is_healthy, reason, enabled, ring_size,
  *                    "counters": {CN_TEL_DRAIN_METRICS, CN_TEL_CORE_METRICS},
  *                    "cores": [{core, CN_TEL_CORE_METRICS, ring_depth}],
- *                    "latency": {<op>: {count, p50_us, p90_us, p99_us, p999_us}}}}}
+ *                    "latency": {<op>: {count, p50_us, p90_us, p99_us, p999_us}}},
+ *      "registry": {is_healthy, reason, enabled, redis, auth, cluster, key, heartbeat_ms,
+ *                   timeout_ms, connected, last_ok_age_ms, last_error, live_nodes,
+ *                   "peers": [{node_id, address, transport, health, ...}],
+ *                   "counters": {CN_REG_METRICS}}}}
  *
  * Health rules. Each is stateless (it reads the levels of this moment, so
  * two readers never disagree and nothing has to remember the last call):
@@ -34,8 +38,19 @@
  *               or no drain pass for 1 s        (or "has not completed a pass": stuck);
  *                                               long in the rings, spans and latencies
  *                                               are late
+ *   registry    --redis given, and not          "cannot reach redis://...: <error>; last
+ *               connected, or no heartbeat      heartbeat written N ms ago", "no heartbeat
+ *               written for 2 heartbeats        written for N ms (Redis slow?)"
  *   engine      any child unhealthy             the child's reason, prefixed "l1: "
- *   (root)      any component unhealthy         the first one's path: "engine.l1: ..."
+ *   (root)      engine, transport or telemetry  the first one's path: "engine.l1: ..."
+ *               unhealthy
+ *
+ * The registry is the one component whose health does not reach the root:
+ * the node serves whether Redis is up or not (the data path never touches
+ * the registry), so a Redis outage must not make load balancers, probes or
+ * peers treat the node as failed. Its is_healthy and reason are reported,
+ * in the tree, in cachenode_component_healthy{component="registry"} and in
+ * /cachenode/registry, for whoever watches the cluster's plumbing.
  *
  * RDMA errors (transport.verbs.err_*, qp_errors) are counted, never a health
  * rule: a broken queue pair ends one connection, and the node keeps serving.
@@ -47,6 +62,7 @@
  * "reason" is "ok" when healthy; otherwise the path of the first unhealthy
  * descendant (children in the order above), a colon, and why.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -65,6 +81,7 @@
 #define N_TPORT (0 CN_TRANSPORT_METRICS(CN_METRIC_COUNT))
 #define N_VERBS (0 CN_VERBS_METRICS(CN_METRIC_COUNT))
 #define N_TCORE (0 CN_TEL_CORE_METRICS(CN_METRIC_COUNT))
+#define N_REG	(0 CN_REG_METRICS(CN_METRIC_COUNT))
 
 /* The health of one component while its tree is built. */
 struct health {
@@ -335,6 +352,84 @@ static json_t *telemetry_json(struct tree *t, const struct cn_node *nd, struct h
 	return o;
 }
 
+/* Peers of the snapshot (this node left out): what placement and operators look at. */
+static json_t *peers_json(struct tree *t, struct cn_reg *reg)
+{
+	const struct cn_reg_peers *p = cn_reg_peers(reg);
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < p->n; i++) {
+		const struct cn_reg_peer *pe = &p->peer[i];
+		json_t *o;
+
+		if (pe->self)
+			continue;
+		o = json_object();
+		put(t, o, "node_id", json_string(pe->rec.node_id));
+		put(t, o, "address", json_string(pe->rec.address));
+		put(t, o, "transport", json_string(pe->rec.transport));
+		put(t, o, "health", json_string(pe->rec.health ? "healthy" : "unhealthy"));
+		put_u64(t, o, "l1_used", pe->rec.l1_used);
+		put_u64(t, o, "l1_capacity", pe->rec.l1_capacity);
+		put_u64(t, o, "chunks", pe->rec.chunks);
+		put(t, o, "hit_rate", json_real(pe->rec.hit_rate));
+		put_u64(t, o, "age_ms", pe->age_ms);
+		if (json_array_append_new(a, o) < 0)
+			t->oom = true;
+	}
+	cn_reg_peers_put(&p);
+	return a;
+}
+
+/*
+ * The registry client: its own health (see the rules above: it does not
+ * reach the root), connection, counters, and the live peers it read.
+ */
+static json_t *registry_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	struct cn_reg_info *in;
+	uint64_t zero[N_REG] = {0};
+	json_t *o = component(t);
+
+	put(t, o, "enabled", json_boolean(nd->reg != NULL));
+	if (nd->reg == NULL) {
+		put(t, o, "counters", table_json(t, NULL, cn_reg_metric_desc, N_REG, zero));
+		return o;
+	}
+	in = malloc(sizeof(*in));
+	if (in == NULL) {
+		t->oom = true;
+		return o;
+	}
+	cn_reg_get_info(nd->reg, in);
+	if (!in->healthy)
+		fail(h, "%s", in->reason);
+	put(t, o, "redis", json_string(in->redis));
+	put(t, o, "auth", json_boolean(in->auth));
+	put(t, o, "cluster", json_string(in->cluster));
+	put(t, o, "key", json_string(in->node_key));
+	put_u64(t, o, "heartbeat_ms", in->heartbeat_ms);
+	put_u64(t, o, "timeout_ms", in->timeout_ms);
+	put(t, o, "connected", json_boolean(in->connected));
+	put(t, o, "last_ok_age_ms", json_integer(in->last_ok_age_ms));
+	put(t, o, "last_error", json_string(in->last_error));
+	put_u64(t, o, "live_nodes", in->live_nodes);
+	{
+		const struct cn_reg_peers *p = cn_reg_peers(nd->reg);
+
+		put_u64(t, o, "snapshot_generation", p->generation);
+		put_u64(t, o, "snapshot_read_at_ms", p->read_at_ms);
+		put_u64(t, o, "membership_changed_at_ms", p->changed_at_ms);
+		cn_reg_peers_put(&p);
+	}
+	put(t, o, "peers", peers_json(t, nd->reg));
+	put(t, o, "counters", table_json(t, NULL, cn_reg_metric_desc, N_REG,
+					 (const uint64_t *)&in->st));
+	free(in);
+	seal(t, o, h);
+	return o;
+}
+
 /*
  * Reads only: per-core counters with relaxed loads, an L1 snapshot (under
  * the L1 lock, briefly), histogram snapshots. Safe from any thread once the
@@ -344,16 +439,18 @@ json_t *cn_node_status(struct cn_node *nd)
 {
 	struct tree t = {.oom = false};
 	struct health root = {.ok = true}, eh = {.ok = true}, th = {.ok = true},
-		      mh = {.ok = true};
+		      mh = {.ok = true}, rh = {.ok = true};
 	json_t *o = component(&t), *kids = json_object();
 
 	put(&t, o, "node", node_json(&t, nd));
 	put(&t, kids, "engine", engine_json(&t, nd, &eh));
 	put(&t, kids, "transport", transport_json(&t, nd, &th));
 	put(&t, kids, "telemetry", telemetry_json(&t, nd, &mh));
+	put(&t, kids, "registry", registry_json(&t, nd, &rh));
 	inherit(&root, "engine", &eh);
 	inherit(&root, "transport", &th);
 	inherit(&root, "telemetry", &mh);
+	/* not the registry: see the health rules above */
 	put(&t, o, "components", kids);
 	seal(&t, o, &root);
 	if (t.oom) {
@@ -361,4 +458,56 @@ json_t *cn_node_status(struct cn_node *nd)
 		return NULL;
 	}
 	return o;
+}
+
+/* A number at @path ("a.b.c") of @root, 0 when absent. */
+static uint64_t tree_u64(json_t *root, const char *const *path)
+{
+	json_t *v = root;
+
+	for (; *path && v; path++)
+		v = json_object_get(v, *path);
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+int cn_node_reg_fill(void *arg, struct cn_reg_record *rec)
+{
+	static const char *const cap[] = {"components", "engine", "components", "l1", "capacity",
+					  NULL};
+	static const char *const used[] = {"components", "engine", "components", "l1", "used",
+					   NULL};
+	static const char *const chunks[] = {"components", "engine", "components", "l1", "chunks",
+					     NULL};
+	static const char *const hits[] = {"components", "engine", "components", "l1",
+					   "counters",	 "hits",   NULL};
+	static const char *const misses[] = {"components", "engine", "components", "l1",
+					     "counters",   "misses", NULL};
+	struct cn_node *nd = arg;
+	const struct cn_http *http = __atomic_load_n(&nd->http, __ATOMIC_ACQUIRE);
+	json_t *st = cn_node_status(nd);
+	uint64_t h, m;
+
+	if (st == NULL)
+		return -ENOMEM;
+	snprintf(rec->address, sizeof(rec->address), "%s", nd->tops->server_addr(nd->server));
+	snprintf(rec->transport, sizeof(rec->transport), "%s", nd->tops->name);
+	if (nd->tops->server_rdma_ident != NULL)
+		nd->tops->server_rdma_ident(nd->server, rec->rdma_dev, sizeof(rec->rdma_dev),
+					    rec->gid, sizeof(rec->gid));
+	snprintf(rec->http, sizeof(rec->http), "%s", http ? cn_http_addr(http) : "");
+	rec->l1_capacity = tree_u64(st, cap);
+	rec->l1_used = tree_u64(st, used);
+	rec->chunks = tree_u64(st, chunks);
+	h = tree_u64(st, hits);
+	m = tree_u64(st, misses);
+	rec->hit_rate = h + m ? (double)h / (double)(h + m) : 0;
+	rec->health = json_is_true(json_object_get(st, "is_healthy"));
+	snprintf(rec->reason, sizeof(rec->reason), "%s",
+		 json_is_string(json_object_get(st, "reason"))
+			 ? json_string_value(json_object_get(st, "reason"))
+			 : "?");
+	snprintf(rec->version, sizeof(rec->version), "%s", CN_VERSION);
+	rec->started_at = (uint64_t)nd->started_wall * 1000;
+	json_decref(st);
+	return 0;
 }

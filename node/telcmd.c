@@ -77,6 +77,13 @@
 	  "per-op latency: /cachenode/latency,<op> (none: every op and its count)",                \
 	  "with an op: dict `op`, `count`, `min_ns`, `max_ns`, `mean_ns`, `p50_ns`, `p90_ns`, "    \
 	  "`p99_ns`, `p999_ns` (u64); without: dict op -> count; unknown op: null")                \
+	X(registry, "none",                                                                        \
+	  "cluster registry client: Redis, connection, health, counters, live peers",             \
+	  "dict: `enabled` (0/1), `is_healthy` (0/1), `reason`, `redis` (URL without "            \
+	  "credentials), `cluster`, `key`, `heartbeat_ms`, `timeout_ms`, `connected` (0/1), "      \
+	  "`last_ok_age_ms` (int, -1 never), `last_error`, `live_nodes`, every registry counter "  \
+	  "(u64), `peers` (array of the other live nodes' ids, as many as fit), `peers_total`; "   \
+	  "standalone: `enabled` 0, healthy, counters 0")                                          \
 	X(status, "none", "the health tree of /api/status (booleans as 0/1)",                      \
 	  "the /api/status tree: objects as dicts, arrays of numbers or strings as arrays, other " \
 	  "arrays as dicts keyed \"0\", \"1\", ...; booleans u64 0/1; negative numbers int or "    \
@@ -107,6 +114,7 @@ CN_TELCMDS(X)
 #define N_L1	   (0 CN_L1_METRICS(ROW_COUNT))
 #define N_TELCORE  (0 CN_TEL_CORE_METRICS(ROW_COUNT))
 #define N_TELDRAIN (0 CN_TEL_DRAIN_METRICS(ROW_COUNT))
+#define N_REG	   (0 CN_REG_METRICS(ROW_COUNT))
 
 /* ---- helpers ---- */
 
@@ -608,6 +616,81 @@ static int cmd_latency(void *ctx, const char *params, struct rte_tel_data *d)
 	add_u64(d, "p999_ns", cn_hist_quantile(h, 0.999));
 	free(h);
 	return 0;
+}
+
+/* ---- /cachenode/registry ---- */
+
+/* Everything but the peer list: 6 strings, 8 numbers and the counter table, worst case. */
+#define REGISTRY_FIXED_COST                                                                       \
+	(6 * ENTRY_COST(sizeof("last_error") - 1 + RTE_TEL_MAX_STRING_LEN) +                       \
+	 9 * ENTRY_COST(sizeof("last_ok_age_ms") - 1) + (0 CN_REG_METRICS(ROW_COST)) +             \
+	 ENTRY_COST(sizeof("peers") - 1) + 16)
+_Static_assert(REGISTRY_FIXED_COST + 2048 <= REPLY_BUDGET, "/cachenode/registry: no room for peers");
+_Static_assert(N_REG + 17 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/registry dict");
+
+static int cmd_registry(void *ctx, const char *params, struct rte_tel_data *d)
+{
+	struct cn_node *nd = ctx;
+	const struct cn_reg_peers *p;
+	struct cn_reg_info *in;
+	struct rte_tel_data *ids;
+	long budget = REPLY_BUDGET - REGISTRY_FIXED_COST;
+	unsigned shown = 0, total = 0;
+	int r;
+
+	if (nd == NULL)
+		return -ENODEV;
+	if (!no_params(params))
+		return -EINVAL;
+	in = calloc(1, sizeof(*in));
+	ids = rte_tel_data_alloc();
+	if (in == NULL || ids == NULL) {
+		free(in);
+		rte_tel_data_free(ids);
+		return -ENOMEM;
+	}
+	if (nd->reg != NULL)
+		cn_reg_get_info(nd->reg, in);
+	else
+		in->healthy = true;
+	rte_tel_data_start_dict(d);
+	add_u64(d, "enabled", nd->reg != NULL);
+	add_u64(d, "is_healthy", in->healthy);
+	add_str(d, "reason", nd->reg != NULL ? in->reason : "ok");
+	add_str(d, "redis", in->redis);
+	add_str(d, "cluster", in->cluster);
+	add_str(d, "key", in->node_key);
+	add_u64(d, "heartbeat_ms", in->heartbeat_ms);
+	add_u64(d, "timeout_ms", in->timeout_ms);
+	add_u64(d, "connected", in->connected);
+	rte_tel_data_add_dict_int(d, "last_ok_age_ms",
+				  in->last_ok_age_ms > INT32_MAX ? INT32_MAX : (int)in->last_ok_age_ms);
+	add_str(d, "last_error", in->last_error);
+	add_u64(d, "live_nodes", in->live_nodes);
+	r = add_table(d, "", cn_reg_metric_desc, N_REG, (const uint64_t *)&in->st);
+	free(in);
+	if (r < 0) {
+		rte_tel_data_free(ids);
+		return r;
+	}
+	/* the other live nodes' ids, as many as the reply holds */
+	rte_tel_data_start_array(ids, RTE_TEL_STRING_VAL);
+	p = cn_reg_peers(nd->reg);
+	for (unsigned i = 0; i < p->n; i++) {
+		long cost = (long)strlen(p->peer[i].rec.node_id) + 3;
+
+		if (p->peer[i].self)
+			continue;
+		total++;
+		if (shown == RTE_TEL_MAX_ARRAY_ENTRIES || budget < cost)
+			continue;
+		budget -= cost;
+		rte_tel_data_add_array_string(ids, p->peer[i].rec.node_id);
+		shown++;
+	}
+	cn_reg_peers_put(&p);
+	add_u64(d, "peers_total", total);
+	return add_child(d, "peers", ids);
 }
 
 /* ---- /cachenode/status: the jansson tree as DPDK telemetry data ---- */

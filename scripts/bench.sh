@@ -256,3 +256,6 @@ open(doc, "w").write(f"{head}{b}\n_Last run: {stamp} by `make bench`._\n\n{table
 EOF
 	echo "docs/benchmarks.md updated" >&2
 fi
+
+# The registry: how fast a node sees a peer's death (its own section of docs/benchmarks.md).
+BUILD=$BUILD scripts/bench-registry.sh

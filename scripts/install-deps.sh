@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Install the Debian packages a target needs, only those missing; silent when
-# nothing is missing. Usage: scripts/install-deps.sh build|test|bench
+# nothing is missing. Usage: scripts/install-deps.sh build|test|bench|cluster
 set -euo pipefail
 
-build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev libmicrohttpd-dev)
+build=(meson ninja-build pkg-config gcc libc6-dev libdpdk-dev libjansson-dev libcmocka-dev libmicrohttpd-dev
+	libhiredis-dev)
 test=(dpdk-dev python3 procps prometheus curl file qemu-system-x86 busybox-static rdma-core ibverbs-utils
-	ibverbs-providers libibverbs-dev librdmacm-dev rdmacm-utils perftest iproute2 kmod cpio xz-utils)
-# dpdk-dev ships dpdk-telemetry.py, prometheus promtool; qemu, busybox, rdma-core, perftest: tests/rdma
+	ibverbs-providers libibverbs-dev librdmacm-dev rdmacm-utils perftest iproute2 kmod cpio xz-utils
+	redis-server redis-tools python3-yaml)
+# dpdk-dev ships dpdk-telemetry.py, prometheus promtool; qemu, busybox, rdma-core, perftest: tests/rdma;
+# redis-server: the registry tests; python3-yaml: the deploy/ checks
 bench=(redis-server redis-tools iperf3 python3)
+cluster=(redis-server redis-tools iproute2) # make cluster
 
 want=("${build[@]}")
 case "${1:-build}" in
 build) ;;
 test) want+=("${test[@]}") ;;
 bench) want+=("${test[@]}" "${bench[@]}") ;;
-*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+cluster) want+=("${cluster[@]}") ;;
+*) echo "usage: $0 build|test|bench|cluster" >&2; exit 2 ;;
 esac
 
 missing=()

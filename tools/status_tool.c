@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cachenode-status: fetch a node's status tree (GET /api/status) and show it
- * as one line per component, or print the JSON as it came.
+ * as one line per component, or print the JSON as it came; or, with --redis,
+ * every node of a cluster as the registry has it (tools/status_registry.c).
  *
- *   cachenode-status [--url URL] [--json] [--no-color]
+ *   cachenode-status [--url URL] [--json] [--no-color] [--watch [--interval S] [--count N]]
+ *   cachenode-status --redis URL [--cluster NAME] [--json] [--watch ...]
  *
- * Exit status: 0 healthy, 1 unhealthy, 2 usage, 3 the node could not be
- * reached or its answer not understood. The HTTP client is a minimal
- * HTTP/1.1 GET over one TCP connection (Connection: close), enough for the
- * node's own server; no libcurl.
+ * Exit status: 0 healthy, 1 unhealthy (a node; with --redis: any node dead or
+ * unhealthy, or none registered), 2 usage, 3 the node (or Redis) could not be
+ * reached or its answer not understood; with --watch, the last round's. The
+ * HTTP client is a minimal HTTP/1.1 GET over one TCP connection (Connection:
+ * close), enough for the node's own server; no libcurl.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,9 +25,12 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
+
+#include "status_registry.h"
 
 #define DEFAULT_URL  "http://127.0.0.1:9190/api/status"
 #define TIMEOUT_MS   5000
@@ -457,42 +463,115 @@ static void show(const struct out *o, const json_t *root)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: cachenode-status [--url URL] [--json] [--no-color]\n"
-		"  --url URL    the node's status page (default " DEFAULT_URL ")\n"
-		"  --json       print the status tree as JSON, as the node sent it\n"
-		"  --no-color   no ANSI colours (default: colours when stdout is a terminal)\n"
-		"exit status: 0 healthy, 1 unhealthy, 2 usage, 3 node unreachable or answer not "
-		"understood\n");
+		"usage: cachenode-status [--url URL] [--json] [--no-color] [--watch]\n"
+		"       cachenode-status --redis URL [--cluster NAME] [--json] [--no-color] [--watch]\n"
+		"  --url URL       the node's status page (default " DEFAULT_URL ")\n"
+		"  --redis URL     read the cluster registry instead: "
+		"redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n"
+		"  --cluster NAME  the cluster to list (default: default)\n"
+		"  --json          print JSON (the node's tree as it sent it; with --redis the "
+		"cluster)\n"
+		"  --no-color      no ANSI colours (default: colours when stdout is a terminal)\n"
+		"  --watch         repeat every --interval seconds (default 1) until interrupted, or "
+		"--count times\n"
+		"exit status: 0 healthy, 1 unhealthy (--redis: a node dead or unhealthy, or none), "
+		"2 usage, 3 node or Redis unreachable or answer not understood\n");
+}
+
+/* One look at one node over HTTP; the exit status. */
+static int node_once(const struct out *o, const struct url *u, bool json)
+{
+	char err[512], *body = NULL;
+	json_error_t jerr;
+	json_t *root;
+	int status = 0;
+	bool ok;
+
+	if (http_get(u, &status, &body, err, sizeof(err)) < 0) {
+		fprintf(stderr, "cachenode-status: %s\n", err);
+		return EXIT_UNREACH;
+	}
+	if (status != 200) {
+		fprintf(stderr, "cachenode-status: %s%s answered HTTP %d\n", u->hostport, u->path,
+			status);
+		free(body);
+		return EXIT_UNREACH;
+	}
+	root = json_loads(body, 0, &jerr);
+	if (!json_is_object(root) || !json_is_boolean(json_object_get(root, "is_healthy"))) {
+		fprintf(stderr, "cachenode-status: %s%s is not a status tree: %s\n", u->hostport,
+			u->path, root ? "no is_healthy" : jerr.text);
+		json_decref(root);
+		free(body);
+		return EXIT_UNREACH;
+	}
+	ok = json_is_true(json_object_get(root, "is_healthy"));
+	if (json)
+		fputs(body, stdout);
+	else
+		show(o, root);
+	json_decref(root);
+	free(body);
+	return ok ? EXIT_HEALTHY : EXIT_SICK;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"url", required_argument, NULL, 'u'},
+		{"redis", required_argument, NULL, 'r'},
+		{"cluster", required_argument, NULL, 'c'},
 		{"json", no_argument, NULL, 'j'},
 		{"no-color", no_argument, NULL, 'n'},
+		{"watch", no_argument, NULL, 'w'},
+		{"interval", required_argument, NULL, 'i'},
+		{"count", required_argument, NULL, 'k'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *url_s = DEFAULT_URL;
+	const char *url_s = NULL;
 	struct out o = {.color = isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL};
-	bool json = false, ok;
-	char err[512], *body = NULL;
-	json_error_t jerr;
+	struct status_reg_opts ro = {.cluster = "default", .timeout_ms = TIMEOUT_MS};
+	bool json = false, watch = false, tty = isatty(STDOUT_FILENO);
+	double interval = 1.0;
+	long count = 0;
+	char *end;
 	struct url u;
-	json_t *root;
-	int c, status = 0;
+	int c, rc = EXIT_USAGE;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'u':
 			url_s = optarg;
 			break;
+		case 'r':
+			ro.url = optarg;
+			break;
+		case 'c':
+			ro.cluster = optarg;
+			break;
 		case 'j':
 			json = true;
 			break;
 		case 'n':
 			o.color = false;
+			break;
+		case 'w':
+			watch = true;
+			break;
+		case 'i':
+			interval = strtod(optarg, &end);
+			if (*end != '\0' || !(interval >= 0.05 && interval <= 3600)) {
+				fprintf(stderr, "cachenode-status: --interval: seconds, 0.05..3600\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'k':
+			count = strtol(optarg, &end, 10);
+			if (*end != '\0' || count < 1) {
+				fprintf(stderr, "cachenode-status: --count: a number of rounds, >= 1\n");
+				return EXIT_USAGE;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -502,39 +581,37 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (url_s != NULL && ro.url != NULL)) {
+		if (url_s != NULL && ro.url != NULL)
+			fprintf(stderr, "cachenode-status: --url and --redis exclude each other\n");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (parse_url(url_s, &u) < 0) {
+	if (ro.url == NULL && parse_url(url_s ? url_s : DEFAULT_URL, &u) < 0) {
 		fprintf(stderr, "cachenode-status: bad URL '%s' (want http://HOST:PORT/PATH)\n",
 			url_s);
 		return EXIT_USAGE;
 	}
-	if (http_get(&u, &status, &body, err, sizeof(err)) < 0) {
-		fprintf(stderr, "cachenode-status: %s\n", err);
-		return EXIT_UNREACH;
+	ro.json = json;
+	ro.color = o.color;
+	if (!watch)
+		count = 1;
+	for (long round = 0; count == 0 || round < count; round++) {
+		if (round > 0) {
+			struct timespec ts = {.tv_sec = (time_t)interval,
+					      .tv_nsec = (long)((interval - (double)(time_t)interval) *
+								1e9)};
+
+			nanosleep(&ts, NULL);
+		}
+		if (watch && tty && !json)
+			fputs("\033[H\033[2J", stdout); /* a fresh screen each round */
+		else if (round > 0 && !json)
+			putchar('\n');
+		rc = ro.url != NULL ? status_registry(&ro) : node_once(&o, &u, json);
+		if (rc == EXIT_USAGE)
+			break;
+		fflush(stdout);
 	}
-	if (status != 200) {
-		fprintf(stderr, "cachenode-status: %s%s answered HTTP %d\n", u.hostport, u.path,
-			status);
-		free(body);
-		return EXIT_UNREACH;
-	}
-	root = json_loads(body, 0, &jerr);
-	if (!json_is_object(root) || !json_is_boolean(json_object_get(root, "is_healthy"))) {
-		fprintf(stderr, "cachenode-status: %s%s is not a status tree: %s\n", u.hostport,
-			u.path, root ? "no is_healthy" : jerr.text);
-		json_decref(root);
-		free(body);
-		return EXIT_UNREACH;
-	}
-	ok = json_is_true(json_object_get(root, "is_healthy"));
-	if (json)
-		fputs(body, stdout);
-	else
-		show(&o, root);
-	json_decref(root);
-	free(body);
-	return ok ? EXIT_HEALTHY : EXIT_SICK;
+	return rc;
 }

@@ -206,6 +206,13 @@ struct cn_transport_ops {
 	void (*server_stop)(struct cn_server *srv, int grace_ms);
 	/* Free everything; server_run() must have returned on every worker. */
 	void (*server_destroy)(struct cn_server **srv);
+	/*
+	 * RDMA transports only (NULL elsewhere): the device the server listens
+	 * on into @dev and the port GID of its address into @gid ("" where
+	 * unknown, e.g. a wildcard address). For the registry record.
+	 */
+	void (*server_rdma_ident)(const struct cn_server *srv, char *dev, size_t devlen, char *gid,
+				  size_t gidlen);
 
 	/* ---- client ---- */
 	/* Connect. *out is owned by the caller (close()). */

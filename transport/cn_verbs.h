@@ -169,6 +169,15 @@ int cn_verbs_listener_fd(const struct cn_verbs_listener *l);
 /* The bound port (after port 0). */
 uint16_t cn_verbs_listener_port(const struct cn_verbs_listener *l);
 
+/*
+ * cn_verbs_listener_ident - the name of the RDMA device the listener is on
+ * into @dev and, when it was bound to one address (not a wildcard), the port
+ * GID rdma_cm resolved for that address into @gid, in IPv6 notation
+ * ("fe80::...", "::ffff:10.0.0.5"); "" where unknown. Never fails.
+ */
+void cn_verbs_listener_ident(const struct cn_verbs_listener *l, char *dev, size_t devlen,
+			     char *gid, size_t gidlen);
+
 /* The listener's protection domain, borrowed (valid until the listener is destroyed). */
 struct cn_verbs_pd *cn_verbs_listener_pd(struct cn_verbs_listener *l);
 

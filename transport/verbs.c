@@ -12,6 +12,7 @@
  * fails, every outstanding WR (signaled or not) completes with an error, in
  * order, and the same bookkeeping hands each one back.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -752,6 +753,25 @@ int cn_verbs_listener_fd(const struct cn_verbs_listener *l)
 uint16_t cn_verbs_listener_port(const struct cn_verbs_listener *l)
 {
 	return l->port;
+}
+
+void cn_verbs_listener_ident(const struct cn_verbs_listener *l, char *dev, size_t devlen,
+			     char *gid, size_t gidlen)
+{
+	static const uint8_t zero[16];
+	const uint8_t *raw;
+
+	snprintf(dev, devlen, "%s",
+		 l->pd != NULL && l->pd->ctx != NULL ? ibv_get_device_name(l->pd->ctx->device) : "");
+	if (gidlen > 0)
+		gid[0] = '\0';
+	/* rdma_bind_addr() filled the source GID when the address named one port */
+	if (l->id == NULL || l->id->verbs == NULL || gidlen < INET6_ADDRSTRLEN)
+		return;
+	raw = l->id->route.addr.addr.ibaddr.sgid.raw;
+	if (memcmp(raw, zero, sizeof(zero)) != 0 &&
+	    inet_ntop(AF_INET6, raw, gid, (socklen_t)gidlen) == NULL)
+		gid[0] = '\0';
 }
 
 struct cn_verbs_pd *cn_verbs_listener_pd(struct cn_verbs_listener *l)

@@ -621,6 +621,12 @@ static const char *vt_server_addr(const struct cn_server *srv)
 	return srv->addr;
 }
 
+static void vt_server_rdma_ident(const struct cn_server *srv, char *dev, size_t devlen, char *gid,
+				 size_t gidlen)
+{
+	cn_verbs_listener_ident(srv->l, dev, devlen, gid, gidlen);
+}
+
 static int vt_server_run(struct cn_server *srv, unsigned worker)
 {
 	struct vworker *w;
@@ -915,6 +921,7 @@ const struct cn_transport_ops cn_verbs_ops = {
 	.server_run = vt_server_run,
 	.server_stop = vt_server_stop,
 	.server_destroy = vt_server_destroy,
+	.server_rdma_ident = vt_server_rdma_ident,
 	.connect = vt_connect,
 	.sendv = vt_sendv,
 	.recv = vt_recv,

@@ -97,16 +97,18 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	memset(d, 0, sizeof(*d));
 	snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", cn_free_port());
 	snprintf(d->node_id, sizeof(d->node_id), "itest-%d-%u", (int)getpid(), seq++);
+	for (const char *const *a = args; a && *a; a++) {
+		has_http |= strcmp(*a, "--http") == 0;
+		has_transport |= strcmp(*a, "--transport") == 0;
+		if (strcmp(*a, "--node-id") == 0 && a[1] != NULL) /* the caller's id (a restart) */
+			snprintf(d->node_id, sizeof(d->node_id), "%s", a[1]);
+	}
 	snprintf(d->log, sizeof(d->log), "/tmp/cachenode-%s.log", d->node_id);
 	argv[argc++] = bin;
 	argv[argc++] = "--listen";
 	argv[argc++] = d->addr;
 	argv[argc++] = "--node-id";
 	argv[argc++] = d->node_id;
-	for (const char *const *a = args; a && *a; a++) {
-		has_http |= strcmp(*a, "--http") == 0;
-		has_transport |= strcmp(*a, "--transport") == 0;
-	}
 	if (!has_http) { /* never the default 9190: tests must not collide with a running node */
 		argv[argc++] = "--http";
 		argv[argc++] = "127.0.0.1:0";

@@ -19,7 +19,9 @@ struct cn_daemon {
 /*
  * cn_daemon_start - run $CACHENODE_BIN on a free loopback port with the
  * given extra arguments (NULL-terminated), and wait until it answers PING
- * (up to 30 s). Returns 0 or -errno; on failure the log is printed.
+ * (up to 30 s). The node id is itest-<pid>-<n>, or the one given as
+ * "--node-id ID" in @args (to restart a node as itself). Returns 0 or
+ * -errno; on failure the log is printed.
  */
 int cn_daemon_start(struct cn_daemon *d, const char *const *args);
 

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include <cachenode/client.h>
+#include "cn_registry.h"
 #include "cn_transport.h"
 #include "daemon.h"
 
@@ -158,10 +159,12 @@ static void every_command_answers(void **state)
 		"/cachenode/stats,telemetry", "/cachenode/cores",	"/cachenode/cores,0",
 		"/cachenode/cores,1,2",	     "/cachenode/l1",		"/cachenode/transport",
 		"/cachenode/latency",	     "/cachenode/latency,store", "/cachenode/status",
+		"/cachenode/registry",
 	};
 	static const char *const bad[] = {"/cachenode/stats,bogus", "/cachenode/cores,99",
 					  "/cachenode/cores,x",	    "/cachenode/cores,0,0",
-					  "/cachenode/info,1",	    "/cachenode/latency,nosuch"};
+					  "/cachenode/info,1",	    "/cachenode/latency,nosuch",
+					  "/cachenode/registry,1"};
 	json_t *v, *list, *e;
 	size_t i;
 
@@ -501,6 +504,23 @@ static void transport_command(void **state)
 	json_decref(w);
 }
 
+/* A standalone node (no --redis): the registry command says so, healthy, every counter 0. */
+static void registry_command_standalone(void **state)
+{
+	static const struct cn_metric_desc reg_desc[] = {CN_REG_METRICS(CN_METRIC_DESC)};
+	json_t *v = tel("/cachenode/registry");
+
+	assert_int_equal(u64(v, "enabled"), 0);
+	assert_int_equal(u64(v, "is_healthy"), 1);
+	assert_int_equal(u64(v, "connected"), 0);
+	assert_int_equal(u64(v, "live_nodes"), 0);
+	assert_int_equal(u64(v, "peers_total"), 0);
+	for (unsigned i = 0; i < sizeof(reg_desc) / sizeof(reg_desc[0]); i++)
+		assert_int_equal(u64(v, reg_desc[i].name), 0);
+	assert_true(json_is_array(json_object_get(v, "peers")));
+	json_decref(v);
+}
+
 static void status_tree(void **state)
 {
 	json_t *v = tel("/cachenode/status"), *h = json_object_get(v, "is_healthy");
@@ -566,6 +586,7 @@ int main(void)
 		cmocka_unit_test(latency_per_op),
 		cmocka_unit_test(cores_pages),
 		cmocka_unit_test(transport_command),
+		cmocka_unit_test(registry_command_standalone),
 		cmocka_unit_test(status_tree),
 		cmocka_unit_test(top_once),
 	};

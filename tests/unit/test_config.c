@@ -231,6 +231,68 @@ static void transport_options(void **state)
 	free(help);
 }
 
+/* --redis, --cluster, --heartbeat, --redis-timeout: defaults, units, refusals (no password echoed). */
+static void registry_options(void **state)
+{
+	struct cn_config cfg;
+	char err[256], path[] = "/tmp/cn_cfg_XXXXXX", *help = NULL;
+	size_t helplen = 0;
+	FILE *f;
+	int fd;
+
+	assert_int_equal(parse(&cfg, err, NULL), 0);
+	assert_string_equal(cfg.redis, ""); /* standalone */
+	assert_string_equal(cfg.cluster, "default");
+	assert_int_equal(cfg.heartbeat_ms, 1000);
+	assert_int_equal(cfg.redis_timeout_ms, 0);
+
+	assert_int_equal(parse(&cfg, err, "--redis", "redis://:pw@10.0.0.1:6380/2", "--cluster",
+			       "prod-a", "--heartbeat", "250ms", "--redis-timeout", "50", NULL),
+			 0);
+	assert_string_equal(cfg.redis, "redis://:pw@10.0.0.1:6380/2");
+	assert_string_equal(cfg.cluster, "prod-a");
+	assert_int_equal(cfg.heartbeat_ms, 250);
+	assert_int_equal(cfg.redis_timeout_ms, 50);
+	assert_int_equal(parse(&cfg, err, "--heartbeat", "2s", NULL), 0);
+	assert_int_equal(cfg.heartbeat_ms, 2000);
+	assert_int_equal(parse(&cfg, err, "--heartbeat", "3", NULL), 0); /* seconds */
+	assert_int_equal(cfg.heartbeat_ms, 3000);
+
+	assert_int_equal(parse(&cfg, err, "--heartbeat", "10ms", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--heartbeat '10ms': expected a time from 50ms"));
+	assert_int_equal(parse(&cfg, err, "--heartbeat", "1h", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--heartbeat", "3601s", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--cluster", "a:b", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--cluster 'a:b'"));
+	assert_int_equal(parse(&cfg, err, "--redis-timeout", "5", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--redis", "http://h:1", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--redis: expected redis://"));
+	/* a refused URL is never repeated: it may hold a password */
+	assert_int_equal(parse(&cfg, err, "--redis", "redis://:topsecret@h:99999", NULL), -EINVAL);
+	assert_null(strstr(err, "topsecret"));
+	assert_non_null(strstr(err, "port"));
+
+	/* from the file, where a password belongs (not in ps) */
+	fd = mkstemp(path);
+	f = fdopen(fd, "w");
+	fprintf(f, "redis = redis://:pw@redis:6379\ncluster = c1\nheartbeat = 500ms\n");
+	fclose(f);
+	assert_int_equal(parse(&cfg, err, "--config", path, NULL), 0);
+	assert_string_equal(cfg.redis, "redis://:pw@redis:6379");
+	assert_string_equal(cfg.cluster, "c1");
+	assert_int_equal(cfg.heartbeat_ms, 500);
+	unlink(path);
+
+	f = open_memstream(&help, &helplen);
+	cn_config_usage(f, "cachenode");
+	fclose(f);
+	assert_non_null(strstr(help, "--redis URL"));
+	assert_non_null(strstr(help, "--cluster NAME"));
+	assert_non_null(strstr(help, "--heartbeat TIME"));
+	assert_non_null(strstr(help, "[1s]"));
+	free(help);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -241,6 +303,7 @@ int main(void)
 		cmocka_unit_test(trace_options),
 		cmocka_unit_test(config_file),
 		cmocka_unit_test(transport_options),
+		cmocka_unit_test(registry_options),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
