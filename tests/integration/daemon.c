@@ -252,3 +252,45 @@ int cn_run(const char *cmd, char *out, size_t cap)
 	st = pclose(p);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+int cn_raw_send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_t n)
+{
+	uint8_t frame[CN_PROTO_HDR_LEN + 8 + 8 * CN_KEY_LEN];
+	struct cn_proto_hdr h;
+	uint32_t plen = 8 + n * CN_KEY_LEN;
+
+	if (n == 0 || n > 8)
+		return -EINVAL;
+	cn_proto_hdr_init(&h, CN_OP_RETRIEVE, 0, id, plen, 0);
+	cn_proto_hdr_encode(&h, frame);
+	memset(frame + CN_PROTO_HDR_LEN, 0, 8);
+	cn_put_le32(frame + CN_PROTO_HDR_LEN, n);
+	memcpy(frame + CN_PROTO_HDR_LEN + 8, keys, n * CN_KEY_LEN);
+	if (send(fd, frame, CN_PROTO_HDR_LEN + plen, MSG_NOSIGNAL) !=
+	    (ssize_t)(CN_PROTO_HDR_LEN + plen))
+		return -errno ? -errno : -EIO;
+	return 0;
+}
+
+int cn_raw_read_retrieves(int fd, unsigned rounds, uint32_t n, uint32_t chunk, uint8_t *sink)
+{
+	for (unsigned r = 0; r < rounds; r++) {
+		uint8_t hb[CN_PROTO_HDR_LEN];
+		struct cn_proto_hdr h;
+		uint64_t left;
+
+		if (recv(fd, hb, sizeof(hb), MSG_WAITALL) != (ssize_t)sizeof(hb))
+			return -EPROTO;
+		if (cn_proto_hdr_decode(hb, &h) != CN_OK || h.status != CN_OK ||
+		    h.payload_len != 8 + 8 * n + (uint64_t)n * chunk)
+			return -EPROTO;
+		for (left = h.payload_len; left > 0;) {
+			ssize_t got = recv(fd, sink, left < chunk ? left : chunk, 0);
+
+			if (got <= 0)
+				return got < 0 ? -errno : -EPROTO;
+			left -= (uint64_t)got;
+		}
+	}
+	return 0;
+}

@@ -47,6 +47,21 @@ struct cn_key cn_test_key(const char *fmt, ...) __attribute__((format(printf, 1,
 /* cn_free_port - a loopback TCP port nobody listens on right now. */
 uint16_t cn_free_port(void);
 
+/*
+ * cn_raw_send_retrieve - send a RETRIEVE of @n (<= 8) keys as a raw frame
+ * with request id @id on socket @fd (no client library: the test decides
+ * when replies are read). Returns 0 or -errno.
+ */
+int cn_raw_send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_t n);
+
+/*
+ * cn_raw_read_retrieves - read @rounds RETRIEVE replies of @n hits of
+ * @chunk bytes each from @fd, the chunk bytes into @sink (@chunk bytes of
+ * room). Returns 0 when every reply was CN_OK with exactly those hits,
+ * -EPROTO when one was not, or -errno of the socket.
+ */
+int cn_raw_read_retrieves(int fd, unsigned rounds, uint32_t n, uint32_t chunk, uint8_t *sink);
+
 /* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok").
  * Returns 0 and *v, or -errno. */
 int cn_status_u64(const char *addr, const char *path, uint64_t *v);

@@ -536,42 +536,6 @@ static void verbs_counters_are_zero_under_tcp(void **state)
 	free(m);
 }
 
-static void send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_t n)
-{
-	uint8_t frame[CN_PROTO_HDR_LEN + 8 + 8 * CN_KEY_LEN];
-	struct cn_proto_hdr h;
-	uint32_t plen = 8 + n * CN_KEY_LEN;
-
-	cn_proto_hdr_init(&h, CN_OP_RETRIEVE, 0, id, plen, 0);
-	cn_proto_hdr_encode(&h, frame);
-	memset(frame + CN_PROTO_HDR_LEN, 0, 8);
-	cn_put_le32(frame + CN_PROTO_HDR_LEN, n);
-	memcpy(frame + CN_PROTO_HDR_LEN + 8, keys, n * CN_KEY_LEN);
-	assert_int_equal(send(fd, frame, CN_PROTO_HDR_LEN + plen, MSG_NOSIGNAL),
-			 (ssize_t)(CN_PROTO_HDR_LEN + plen));
-}
-
-/* Read @rounds RETRIEVE replies of @n chunks each; every chunk must have come. */
-static void read_retrieves(int fd, unsigned rounds, uint32_t n, uint8_t *sink)
-{
-	for (unsigned r = 0; r < rounds; r++) {
-		uint8_t hb[CN_PROTO_HDR_LEN];
-		struct cn_proto_hdr h;
-		uint64_t left;
-
-		assert_int_equal(recv(fd, hb, sizeof(hb), MSG_WAITALL), (ssize_t)sizeof(hb));
-		assert_int_equal(cn_proto_hdr_decode(hb, &h), CN_OK);
-		assert_int_equal(h.status, CN_OK);
-		assert_int_equal(h.payload_len, 8 + 8 * n + (uint64_t)n * MiB);
-		for (left = h.payload_len; left > 0;) {
-			ssize_t got = recv(fd, sink, left < MiB ? left : MiB, 0);
-
-			assert_true(got > 0);
-			left -= (uint64_t)got;
-		}
-	}
-}
-
 /*
  * Readers that do not read their replies keep chunks pinned. Pin all eight
  * 1 MiB pages: the pool cannot evict below its high watermark, stores fail
@@ -600,7 +564,7 @@ static void pinned_pool_is_unhealthy(void **state)
 	slow = tcp_connect(d.addr);
 	assert_true(slow >= 0);
 	for (unsigned r = 0; r < PIN_ROUNDS; r++)
-		send_retrieve(slow, 100 + r, keys, N_PIN);
+		assert_int_equal(cn_raw_send_retrieve(slow, 100 + r, keys, N_PIN), 0);
 	wait_status_int("components.engine.components.l1.pinned", N_PIN, 5000);
 	/* 7 of 8 MiB pinned is under the high watermark (95%): still healthy */
 	assert_int_equal(http_req(http_addr, "GET", "/api/healthz", &body), 200);
@@ -611,7 +575,7 @@ static void pinned_pool_is_unhealthy(void **state)
 	slow2 = tcp_connect(d.addr);
 	assert_true(slow2 >= 0);
 	for (unsigned r = 0; r < LAST_ROUNDS; r++)
-		send_retrieve(slow2, 200 + r, &keys[N_PIN], 1);
+		assert_int_equal(cn_raw_send_retrieve(slow2, 200 + r, &keys[N_PIN], 1), 0);
 	wait_status_int("components.engine.components.l1.pinned", N_PIN + 1, 5000);
 
 	/* what the reason claims is true */
@@ -652,8 +616,8 @@ static void pinned_pool_is_unhealthy(void **state)
 	json_decref(root);
 
 	/* the readers read: every pin goes, and with it the fault */
-	read_retrieves(slow, PIN_ROUNDS, N_PIN, buf);
-	read_retrieves(slow2, LAST_ROUNDS, 1, buf);
+	assert_int_equal(cn_raw_read_retrieves(slow, PIN_ROUNDS, N_PIN, MiB, buf), 0);
+	assert_int_equal(cn_raw_read_retrieves(slow2, LAST_ROUNDS, 1, MiB, buf), 0);
 	wait_status_int("components.engine.components.l1.pinned", 0, 5000);
 	root = status_tree();
 	assert_true(json_is_true(at(root, "is_healthy")));

@@ -440,42 +440,6 @@ static void standalone_node(void **state)
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
 }
 
-static void send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_t n)
-{
-	uint8_t frame[CN_PROTO_HDR_LEN + 8 + 8 * CN_KEY_LEN];
-	struct cn_proto_hdr h;
-	uint32_t plen = 8 + n * CN_KEY_LEN;
-
-	cn_proto_hdr_init(&h, CN_OP_RETRIEVE, 0, id, plen, 0);
-	cn_proto_hdr_encode(&h, frame);
-	memset(frame + CN_PROTO_HDR_LEN, 0, 8);
-	cn_put_le32(frame + CN_PROTO_HDR_LEN, n);
-	memcpy(frame + CN_PROTO_HDR_LEN + 8, keys, n * CN_KEY_LEN);
-	assert_int_equal(send(fd, frame, CN_PROTO_HDR_LEN + plen, MSG_NOSIGNAL),
-			 (ssize_t)(CN_PROTO_HDR_LEN + plen));
-}
-
-/* Read @rounds RETRIEVE replies of @n 1 MiB chunks each. */
-static void read_replies(int fd, unsigned rounds, uint32_t n, uint8_t *sink)
-{
-	for (unsigned r = 0; r < rounds; r++) {
-		uint8_t hb[CN_PROTO_HDR_LEN];
-		struct cn_proto_hdr h;
-		uint64_t left;
-
-		assert_int_equal(recv(fd, hb, sizeof(hb), MSG_WAITALL), (ssize_t)sizeof(hb));
-		assert_int_equal(cn_proto_hdr_decode(hb, &h), CN_OK);
-		assert_int_equal(h.status, CN_OK);
-		assert_int_equal(h.payload_len, 8 + 8 * n + (uint64_t)n * MiB);
-		for (left = h.payload_len; left > 0;) {
-			ssize_t got = recv(fd, sink, left < MiB ? left : MiB, 0);
-
-			assert_true(got > 0);
-			left -= (uint64_t)got;
-		}
-	}
-}
-
 /*
  * The record, its TTL and membership; join first; the figures follow the
  * node (chunks, hit rate); a node made unhealthy (every chunk pinned by a
@@ -588,7 +552,7 @@ static void record_events_and_health(void **state)
 	slow = cn_raw_connect(d.addr);
 	assert_true(slow >= 0);
 	for (unsigned i = 0; i < 3; i++)
-		send_retrieve(slow, 100 + i, keys, 7);
+		assert_int_equal(cn_raw_send_retrieve(slow, 100 + i, keys, 7), 0);
 	for (int waited = 0;; waited += 20) {
 		root = status(&d);
 		long long pinned = st_int(root, "components.engine.components.l1.pinned");
@@ -605,7 +569,7 @@ static void record_events_and_health(void **state)
 	slow2 = cn_raw_connect(d.addr);
 	assert_true(slow2 >= 0);
 	for (unsigned i = 0; i < 16; i++)
-		send_retrieve(slow2, 200 + i, &keys[7], 1);
+		assert_int_equal(cn_raw_send_retrieve(slow2, 200 + i, &keys[7], 1), 0);
 	ev = wait_event(sub, "health", d.node_id, 5000);
 	assert_string_equal(json_string_value(json_object_get(ev, "health")), "unhealthy");
 	assert_non_null(strstr(json_string_value(json_object_get(ev, "reason")), "pinned"));
@@ -621,8 +585,8 @@ static void record_events_and_health(void **state)
 	assert_non_null(strstr(out, "UNHEALTHY"));
 
 	/* the readers read: healthy again, and said so */
-	read_replies(slow, 3, 7, buf);
-	read_replies(slow2, 16, 1, buf);
+	assert_int_equal(cn_raw_read_retrieves(slow, 3, 7, MiB, buf), 0);
+	assert_int_equal(cn_raw_read_retrieves(slow2, 16, 1, MiB, buf), 0);
 	ev = wait_event(sub, "health", d.node_id, 5000);
 	assert_string_equal(json_string_value(json_object_get(ev, "health")), "healthy");
 	json_decref(ev);
