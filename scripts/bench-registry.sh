@@ -10,6 +10,8 @@
 # Environment: BUILD (build), ROUNDS (8), HEARTBEAT (1s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 BUILD=${BUILD:-build}
 ROUNDS=${ROUNDS:-8}
@@ -104,16 +106,4 @@ finally:
 EOF
 
 cat "$work/table.md"
-if [ -z "${NO_DOC:-}" ]; then
-	python3 - docs/benchmarks.md "$work/table.md" <<'EOF'
-import sys, datetime
-doc, table = sys.argv[1], open(sys.argv[2]).read()
-text = open(doc).read()
-b, e = "<!-- bench-registry:begin -->", "<!-- bench-registry:end -->"
-head, rest = text.split(b, 1)
-_, tail = rest.split(e, 1)
-stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-open(doc, "w").write(f"{head}{b}\n_Last run: {stamp} by `make bench`._\n\n{table}\n{e}{tail}")
-EOF
-	echo "docs/benchmarks.md updated (peer death detection)" >&2
-fi
+doc_table bench-registry "$work/table.md" '`make bench`'

@@ -147,16 +147,4 @@ out.append(f"| for comparison: one telemetry event | {micro['ns_per_event']:.1f}
 print("\n".join(out))
 EOF
 cat "$work/table.md"
-if [ -z "${NO_DOC:-}" ]; then
-	python3 - docs/benchmarks.md "$work/table.md" <<'EOF'
-import sys, datetime
-doc, table = sys.argv[1], open(sys.argv[2]).read()
-text = open(doc).read()
-b, e = "<!-- bench-trace:begin -->", "<!-- bench-trace:end -->"
-head, rest = text.split(b, 1)
-_, tail = rest.split(e, 1)
-stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-open(doc, "w").write(f"{head}{b}\n_Last run: {stamp} by `scripts/bench-trace.sh`._\n\n{table}\n{e}{tail}")
-EOF
-	echo "docs/benchmarks.md updated" >&2
-fi
+doc_table bench-trace "$work/table.md" '`scripts/bench-trace.sh`'

@@ -243,19 +243,7 @@ print("\n".join(out))
 EOF
 
 cat "$work/table.md"
-if [ -z "${NO_DOC:-}" ]; then
-	python3 - docs/benchmarks.md "$work/table.md" <<'EOF'
-import sys, datetime
-doc, table = sys.argv[1], open(sys.argv[2]).read()
-text = open(doc).read()
-b, e = "<!-- bench:begin -->", "<!-- bench:end -->"
-head, rest = text.split(b, 1)
-_, tail = rest.split(e, 1)
-stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-open(doc, "w").write(f"{head}{b}\n_Last run: {stamp} by `make bench`._\n\n{table}\n{e}{tail}")
-EOF
-	echo "docs/benchmarks.md updated" >&2
-fi
+doc_table bench "$work/table.md" '`make bench`'
 
 # The registry: how fast a node sees a peer's death (its own section of docs/benchmarks.md).
 BUILD=$BUILD scripts/bench-registry.sh
