@@ -33,7 +33,10 @@
 	X(trace_spans, "FILE", "", "write every span as Chrome trace-event JSON to FILE")       \
 	X(trace_output, "FILE", "", "record every operation to FILE for cachenode-replay")     \
 	X(trace_max_size, "SIZE", "0", "rotate --trace-output at SIZE (FILE.1, ...); 0 = never") \
-	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)")
+	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)") \
+	X(peer, "ID@HOST:PORT", "", "an L2 peer node (repeatable, or a comma list); may name this node") \
+	X(l2_write, "MODE", "through", "stores: through (also copied to the key's owner peer) or none") \
+	X(l2_timeout, "MS", "1000", "L2: connect and I/O timeout per peer request; a peer that misses it backs off")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -56,6 +59,9 @@ struct cn_config {
 	char trace_output[256]; /* "" = no trace recording */
 	uint64_t trace_max_size; /* 0 = one file */
 	unsigned trace_ring_size;
+	char peers[4096];     /* the --peer values joined by ',' ("" = no L2 peers) */
+	bool l2_write_through; /* --l2-write through */
+	unsigned l2_timeout;
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;
