@@ -19,7 +19,9 @@ struct cn_daemon {
 /*
  * cn_daemon_start - run $CACHENODE_BIN on a free loopback port with the
  * given extra arguments (NULL-terminated), and wait until it answers PING
- * (up to 30 s). Returns 0 or -errno; on failure the log is printed.
+ * (up to 30 s). A --listen or --node-id among the arguments replaces the
+ * chosen one (and d->addr / d->node_id say so). Returns 0 or -errno; on
+ * failure the log is printed.
  */
 int cn_daemon_start(struct cn_daemon *d, const char *const *args);
 
@@ -45,7 +47,8 @@ struct cn_key cn_test_key(const char *fmt, ...) __attribute__((format(printf, 1,
 /* cn_free_port - a loopback TCP port nobody listens on right now. */
 uint16_t cn_free_port(void);
 
-/* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok").
+/* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok";
+ * a number indexes an array: "components.l2.peers.0.counters.errors").
  * Returns 0 and *v, or -errno. */
 int cn_status_u64(const char *addr, const char *path, uint64_t *v);
 

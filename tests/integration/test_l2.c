@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The L2 tier between three real nodes on loopback, with a static --peer
+ * list (the same list on every node, naming all three):
+ *   - a chunk stored through A is retrieved byte-exact through C, and each
+ *     node's per-peer counters moved by exactly what placement predicts
+ *     (write-through copies from A to the owner, fetches by C from it);
+ *   - LOOKUP through C reports a prefix that spans L1 and L2, with the tier
+ *     of each key, and asks each owner peer once;
+ *   - B is killed (SIGKILL): retrieves of B's keys through A and C are
+ *     misses (-ENOENT), answered well under --l2-timeout, not errors; B is
+ *     marked down, its keys are then skipped without asking, and keys owned
+ *     by A or C are still served.
+ * Placement is predicted with cn_l2_rendezvous(), the function the nodes use.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cachenode/client.h>
+#include "cn_l2.h"
+#include "daemon.h"
+
+#define LEN	   (256u << 10)
+#define PER_OWNER  4
+#define TIMEOUT_MS 1500
+
+enum { A, B, C, N };
+
+struct fx {
+	struct cn_daemon d[N];
+	char ids[N][64];
+	const char *idp[N];
+	char addr[N][64];
+	unsigned seq;
+};
+
+static struct fx F;
+
+static int setup(void **state)
+{
+	char peers[512];
+	char timeout[16];
+
+	snprintf(timeout, sizeof(timeout), "%u", TIMEOUT_MS);
+	for (int i = 0; i < N; i++) {
+		snprintf(F.ids[i], sizeof(F.ids[i]), "l2t-%d-%c", (int)getpid(), 'a' + i);
+		snprintf(F.addr[i], sizeof(F.addr[i]), "127.0.0.1:%u", cn_free_port());
+		F.idp[i] = F.ids[i];
+	}
+	snprintf(peers, sizeof(peers), "%s@%s,%s@%s,%s@%s", F.ids[A], F.addr[A], F.ids[B],
+		 F.addr[B], F.ids[C], F.addr[C]);
+	for (int i = 0; i < N; i++) {
+		const char *args[] = {"--listen", F.addr[i], "--node-id", F.ids[i], "--peer", peers,
+				      "--l2-timeout", timeout, "--l1-size", "64M", "--max-chunk",
+				      "1M", NULL};
+		if (cn_daemon_start(&F.d[i], args) != 0)
+			return -1;
+	}
+	*state = &F;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	for (int i = 0; i < N; i++)
+		if (F.d[i].pid > 0)
+			cn_daemon_stop(&F.d[i], SIGTERM, 10000);
+	return 0;
+}
+
+static struct cn_client *conn(int node)
+{
+	struct cn_client_opts o = {.timeout_ms = 10000};
+	struct cn_client *c = NULL;
+
+	assert_int_equal(cn_client_connect(F.d[node].addr, &o, &c), 0);
+	return c;
+}
+
+static uint64_t st(int node, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static uint64_t st(int node, const char *fmt, ...)
+{
+	char path[256];
+	uint64_t v = 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(path, sizeof(path), fmt, ap);
+	va_end(ap);
+	if (cn_status_u64(F.d[node].addr, path, &v) != 0)
+		fail_msg("node %c: no %s in the status tree", 'A' + node, path);
+	return v;
+}
+
+/* Index of node @other in @node's peer table: the --peer list without @node itself. */
+static int pidx(int node, int other)
+{
+	return other - (other > node);
+}
+
+static uint64_t peer(int node, int other, const char *counter)
+{
+	return st(node, "components.l2.peers.%d.counters.%s", pidx(node, other), counter);
+}
+
+/* Wait until @node's L2 threads handed back every job (write-through copies done). */
+static void settle(int node)
+{
+	for (int i = 0; i < 500; i++) {
+		if (st(node, "components.l2.counters.jobs_done") ==
+		    st(node, "components.l2.counters.jobs_submitted"))
+			return;
+		usleep(10000);
+	}
+	fail_msg("node %c: L2 jobs still out after 5 s", 'A' + node);
+}
+
+/* A fresh key owned by @owner (placement over the three ids). */
+static struct cn_key key_of(int owner)
+{
+	for (;;) {
+		struct cn_key k = cn_test_key("l2-%d-%u", (int)getpid(), F.seq++);
+
+		if ((int)cn_l2_rendezvous(&k, F.idp, N) == owner)
+			return k;
+	}
+}
+
+static void fill(uint8_t *buf, const struct cn_key *k)
+{
+	for (unsigned i = 0; i < LEN; i++)
+		buf[i] = (uint8_t)(k->b[i % CN_KEY_LEN] + i / 7);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Stored through A, retrieved byte-exact through C; counters moved as placement says. */
+static void store_a_retrieve_c(void **state)
+{
+	struct cn_key keys[N][PER_OWNER];
+	uint8_t *buf = malloc(LEN), *got = malloc(LEN);
+	struct cn_client *ca = conn(A), *cc = conn(C);
+	uint64_t put_b0 = peer(A, B, "put_reqs"), put_c0 = peer(A, C, "put_reqs");
+	uint64_t putb_b0 = peer(A, B, "put_bytes");
+	uint64_t fa0 = peer(C, A, "fetch_hits"), fb0 = peer(C, B, "fetch_hits");
+	uint64_t fab0 = peer(C, A, "fetch_bytes"), fbr0 = peer(C, B, "fetch_reqs");
+	uint64_t l2h0 = st(C, "components.engine.requests.retrieve_l2_hits");
+	uint64_t fills0 = st(C, "components.l2.counters.fills");
+	uint64_t hits0 = st(C, "components.engine.requests.retrieve_hits");
+
+	for (int o = 0; o < N; o++)
+		for (int i = 0; i < PER_OWNER; i++) {
+			keys[o][i] = key_of(o);
+			fill(buf, &keys[o][i]);
+			assert_int_equal(cn_client_store(ca, &keys[o][i], buf, LEN), 0);
+		}
+	settle(A);
+	/* A copied each chunk to its owner: B's to B, C's to C, none of its own */
+	assert_int_equal(peer(A, B, "put_reqs") - put_b0, PER_OWNER);
+	assert_int_equal(peer(A, B, "put_bytes") - putb_b0, PER_OWNER * LEN);
+	assert_int_equal(peer(A, C, "put_reqs") - put_c0, PER_OWNER);
+
+	for (int o = 0; o < N; o++)
+		for (int i = 0; i < PER_OWNER; i++) {
+			uint32_t len = 0;
+
+			memset(got, 0, LEN);
+			fill(buf, &keys[o][i]);
+			assert_int_equal(cn_client_retrieve(cc, &keys[o][i], got, LEN, &len), 0);
+			assert_int_equal(len, LEN);
+			assert_memory_equal(got, buf, LEN);
+		}
+	/* C's own keys were L1 hits (written through); A's and B's came from them */
+	assert_int_equal(peer(C, A, "fetch_hits") - fa0, PER_OWNER);
+	assert_int_equal(peer(C, A, "fetch_bytes") - fab0, PER_OWNER * LEN);
+	assert_int_equal(peer(C, B, "fetch_hits") - fb0, PER_OWNER);
+	assert_int_equal(peer(C, B, "fetch_reqs") - fbr0, PER_OWNER);
+	assert_int_equal(st(C, "components.engine.requests.retrieve_l2_hits") - l2h0, 2 * PER_OWNER);
+	assert_int_equal(st(C, "components.l2.counters.fills") - fills0, 2 * PER_OWNER);
+	assert_int_equal(st(C, "components.engine.requests.retrieve_hits") - hits0, N * PER_OWNER);
+
+	/* fetched once, they are C's L1 hits now: no second fetch */
+	fa0 = peer(C, A, "fetch_reqs");
+	{
+		uint32_t len = 0;
+		assert_int_equal(cn_client_retrieve(cc, &keys[A][0], got, LEN, &len), 0);
+	}
+	assert_int_equal(peer(C, A, "fetch_reqs"), fa0);
+	cn_client_close(&ca);
+	cn_client_close(&cc);
+	free(buf);
+	free(got);
+}
+
+/* LOOKUP through C: [A's, B's, C's, A's, C's never stored] -> prefix 4, tiers L2 L2 L1 L2 -. */
+static void lookup_across_tiers(void **state)
+{
+	struct cn_key k[5] = {key_of(A), key_of(B), key_of(C), key_of(A), key_of(C)};
+	uint8_t tiers[5], *buf = malloc(LEN);
+	uint32_t prefix = 99;
+	struct cn_client *ca = conn(A), *cc = conn(C);
+	uint64_t la0 = peer(C, A, "lookup_reqs"), lak0 = peer(C, A, "lookup_keys");
+	uint64_t lah0 = peer(C, A, "lookup_hits"), lb0 = peer(C, B, "lookup_reqs");
+	uint64_t lbh0 = peer(C, B, "lookup_hits");
+	uint64_t l2k0 = st(C, "components.engine.requests.lookup_l2_keys");
+
+	for (int i = 0; i < 4; i++) {
+		fill(buf, &k[i]);
+		assert_int_equal(cn_client_store(ca, &k[i], buf, LEN), 0);
+	}
+	settle(A);
+	assert_int_equal(cn_client_lookup(cc, k, 5, &prefix, tiers), 0);
+	assert_int_equal(prefix, 4);
+	assert_int_equal(tiers[0], CN_TIER_L2);
+	assert_int_equal(tiers[1], CN_TIER_L2);
+	assert_int_equal(tiers[2], CN_TIER_L1);
+	assert_int_equal(tiers[3], CN_TIER_L2);
+	assert_int_equal(tiers[4], CN_TIER_NONE);
+	/* one LOOKUP per owner peer: A with its two keys, B with its one; C's key not asked */
+	assert_int_equal(peer(C, A, "lookup_reqs") - la0, 1);
+	assert_int_equal(peer(C, A, "lookup_keys") - lak0, 2);
+	assert_int_equal(peer(C, A, "lookup_hits") - lah0, 2);
+	assert_int_equal(peer(C, B, "lookup_reqs") - lb0, 1);
+	assert_int_equal(peer(C, B, "lookup_hits") - lbh0, 1);
+	assert_int_equal(st(C, "components.engine.requests.lookup_l2_keys") - l2k0, 3);
+
+	/* the prefix stops at the first key nobody has */
+	{
+		struct cn_key k2[3] = {k[0], k[4], k[1]};
+
+		assert_int_equal(cn_client_lookup(cc, k2, 3, &prefix, tiers), 0);
+		assert_int_equal(prefix, 1);
+		assert_int_equal(tiers[0], CN_TIER_L2);
+		assert_int_equal(tiers[1], CN_TIER_NONE);
+	}
+	cn_client_close(&ca);
+	cn_client_close(&cc);
+	free(buf);
+}
+
+/* SIGKILL B: its keys become prompt misses through A and C; the others are still served. */
+static void kill_b(void **state)
+{
+	struct cn_key kb[2] = {key_of(B), key_of(B)}, ka = key_of(A);
+	uint8_t *buf = malloc(LEN), *got = malloc(LEN);
+	struct cn_client *cb = conn(B), *ca, *cc;
+	uint64_t err_a0, err_c0, skip0, conn0;
+	uint32_t len = 0;
+	double t0, dt;
+
+	for (int i = 0; i < 2; i++) {
+		fill(buf, &kb[i]);
+		assert_int_equal(cn_client_store(cb, &kb[i], buf, LEN), 0);
+	}
+	fill(buf, &ka);
+	assert_int_equal(cn_client_store(cb, &ka, buf, LEN), 0); /* written through to A */
+	settle(B);
+	cn_client_close(&cb);
+	assert_int_equal(cn_daemon_stop(&F.d[B], SIGKILL, 5000), 128 + SIGKILL);
+
+	ca = conn(A);
+	cc = conn(C);
+	err_a0 = st(A, "components.engine.requests.req_errors");
+	err_c0 = st(C, "components.engine.requests.req_errors");
+
+	t0 = now_ms();
+	assert_int_equal(cn_client_retrieve(ca, &kb[0], got, LEN, &len), -ENOENT);
+	dt = now_ms() - t0;
+	printf("retrieve of a dead peer's key through A: miss in %.1f ms\n", dt);
+	assert_true(dt < TIMEOUT_MS);
+	t0 = now_ms();
+	assert_int_equal(cn_client_retrieve(cc, &kb[1], got, LEN, &len), -ENOENT);
+	dt = now_ms() - t0;
+	printf("retrieve of a dead peer's key through C: miss in %.1f ms\n", dt);
+	assert_true(dt < TIMEOUT_MS);
+
+	/* both marked B down */
+	assert_int_equal(st(A, "components.l2.peers_down"), 1);
+	assert_int_equal(st(C, "components.l2.peers_down"), 1);
+	assert_true(peer(A, B, "marked_down") >= 1);
+	assert_true(peer(C, B, "marked_down") >= 1);
+	assert_true(peer(A, B, "errors") + peer(A, B, "timeouts") >= 1);
+
+	/* while B is down its keys are skipped: no connection attempt, counted */
+	skip0 = peer(A, B, "down_skips");
+	conn0 = peer(A, B, "connects");
+	assert_int_equal(cn_client_retrieve(ca, &kb[1], got, LEN, &len), -ENOENT);
+	assert_int_equal(peer(A, B, "down_skips") - skip0, 1);
+	assert_int_equal(peer(A, B, "connects"), conn0);
+
+	/* A's key, stored through B before it died, is served through C from A */
+	memset(got, 0, LEN);
+	assert_int_equal(cn_client_retrieve(cc, &ka, got, LEN, &len), 0);
+	assert_int_equal(len, LEN);
+	assert_memory_equal(got, buf, LEN);
+
+	/* misses, not errors; the nodes keep answering */
+	assert_int_equal(st(A, "components.engine.requests.req_errors"), err_a0);
+	assert_int_equal(st(C, "components.engine.requests.req_errors"), err_c0);
+	assert_int_equal(cn_client_ping(ca), 0);
+	assert_int_equal(cn_client_ping(cc), 0);
+	cn_client_close(&ca);
+	cn_client_close(&cc);
+	free(buf);
+	free(got);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(store_a_retrieve_c),
+		cmocka_unit_test(lookup_across_tiers),
+		cmocka_unit_test(kill_b), /* last: B stays dead */
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
