@@ -207,6 +207,24 @@ static void owner_matches_placement(void **state)
 	}
 	cn_l2_destroy(&l2);
 	assert_null(l2);
+
+	/* a list without this node: it owns nothing, every key has a peer owner */
+	assert_int_equal(cn_l2_static_parse("p1@127.0.0.1:1,p2@127.0.0.1:3", &st, err,
+					    sizeof(err)),
+			 0);
+	assert_int_equal(cn_l2_create(&cfg, &l2), 0);
+	assert_false(cn_l2_self_member(l2));
+	for (unsigned i = 0; i < 2000; i++) {
+		struct cn_key k = key_n(i);
+		unsigned want = cn_l2_rendezvous(&k, ids + 1, 2) + 1;
+		uint16_t o = cn_l2_owner(l2, &k);
+		struct cn_l2_peer_view v;
+
+		assert_int_not_equal(o, CN_L2_SELF);
+		assert_int_equal(cn_l2_peer_get(l2, o, &v), 0);
+		assert_string_equal(v.info.id, ids[want]);
+	}
+	cn_l2_destroy(&l2);
 }
 
 static void refused_peer_backs_off(void **state)

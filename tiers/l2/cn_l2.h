@@ -11,9 +11,14 @@
  *     leave it (their slot is kept, marked not a member, so a reader never
  *     sees a freed peer);
  *   - placement: rendezvous (highest random weight) hashing of the 32-byte
- *     key over the member nodes, this node included: owner(key) = the node
- *     with the highest score(key, node id). When a node joins, only the keys
- *     it now wins move (about 1/n); when one leaves, only its keys move;
+ *     key over the member nodes: owner(key) = the node with the highest
+ *     score(key, node id), score = a 64-bit mix of the key's bytes seeded by
+ *     a hash of the id. When a node joins, only the keys it now wins move
+ *     (about 1/n); when one leaves, only its keys move. The members are the
+ *     nodes the source lists; this node is one when the source lists its id
+ *     (the registry always does; give every node the same --peer list). A
+ *     node the source does not list owns no key: it caches what passes
+ *     through it and writes every store through to the key's owner;
  *   - health: a peer whose request times out or fails is marked *down* for a
  *     back-off (1 s, doubling per consecutive failure up to 30 s). While down,
  *     its keys are answered as misses at once, without a request; the first
@@ -207,13 +212,17 @@ void cn_l2_destroy(struct cn_l2 **l2);
 /* cn_l2_refresh - take a new snapshot from the source. 0 or its -errno. */
 int cn_l2_refresh(struct cn_l2 *l2);
 
+/* true when the source lists this node (it owns keys). */
+bool cn_l2_self_member(const struct cn_l2 *l2);
+
 /* true when there is at least one member peer besides this node. */
 bool cn_l2_active(const struct cn_l2 *l2);
 enum cn_l2_write cn_l2_write_mode(const struct cn_l2 *l2);
 
 /*
  * cn_l2_owner - the key's owner among the members: a peer index, or
- * CN_L2_SELF. With no member peer, CN_L2_SELF.
+ * CN_L2_SELF (never when this node is not a member, unless there is no
+ * member peer at all).
  */
 uint16_t cn_l2_owner(const struct cn_l2 *l2, const struct cn_key *key);
 

@@ -55,6 +55,7 @@ struct cn_l2 {
 	struct l2_peer peers[CN_L2_MAX_PEERS];
 	_Atomic unsigned npeers;
 	_Atomic unsigned nmembers; /* member peers other than this node */
+	_Atomic bool self_member;  /* the source lists this node: it owns keys too */
 
 	pthread_mutex_t qlock;
 	pthread_cond_t qcond;
@@ -142,7 +143,8 @@ unsigned cn_l2_rendezvous(const struct cn_key *key, const char *const *ids, unsi
 uint16_t cn_l2_owner(const struct cn_l2 *l2, const struct cn_key *key)
 {
 	unsigned n = atomic_load_explicit(&l2->npeers, memory_order_acquire);
-	uint64_t best_s = score(key, id_hash(l2->self_id));
+	bool self = atomic_load_explicit(&l2->self_member, memory_order_relaxed);
+	uint64_t best_s = self ? score(key, id_hash(l2->self_id)) : 0;
 	uint16_t best = CN_L2_SELF;
 	const char *best_id = l2->self_id;
 
@@ -153,6 +155,12 @@ uint16_t cn_l2_owner(const struct cn_l2 *l2, const struct cn_key *key)
 		if (!atomic_load_explicit(&p->member, memory_order_relaxed))
 			continue;
 		s = score(key, p->idhash);
+		if (best == CN_L2_SELF && !self) { /* the first member when this node owns nothing */
+			best = (uint16_t)i;
+			best_s = s;
+			best_id = p->info.id;
+			continue;
+		}
 		if (s > best_s || (s == best_s && strcmp(p->info.id, best_id) < 0)) {
 			best = (uint16_t)i;
 			best_s = s;
@@ -167,6 +175,11 @@ bool cn_l2_peer_down(const struct cn_l2 *l2, uint16_t i)
 	uint64_t until = atomic_load_explicit(&l2->peers[i].down_until_ms, memory_order_relaxed);
 
 	return until != 0 && now_ms() < until;
+}
+
+bool cn_l2_self_member(const struct cn_l2 *l2)
+{
+	return atomic_load(&l2->self_member);
 }
 
 bool cn_l2_active(const struct cn_l2 *l2)
@@ -251,6 +264,7 @@ int cn_l2_refresh(struct cn_l2 *l2)
 	struct cn_l2_peer_info *snap = calloc(CN_L2_MAX_PEERS, sizeof(*snap));
 	bool seen[CN_L2_MAX_PEERS] = {false};
 	unsigned n = atomic_load(&l2->npeers), members = 0;
+	bool self = false;
 	int got;
 
 	if (snap == NULL)
@@ -263,8 +277,10 @@ int cn_l2_refresh(struct cn_l2 *l2)
 	for (int k = 0; k < got; k++) {
 		unsigned i;
 
-		if (strcmp(snap[k].id, l2->self_id) == 0)
-			continue; /* this node */
+		if (strcmp(snap[k].id, l2->self_id) == 0) {
+			self = true; /* this node: an owner like the others */
+			continue;
+		}
 		for (i = 0; i < n; i++)
 			if (strcmp(l2->peers[i].info.id, snap[k].id) == 0)
 				break;
@@ -287,6 +303,7 @@ int cn_l2_refresh(struct cn_l2 *l2)
 		members += seen[i];
 	}
 	atomic_store(&l2->nmembers, members);
+	atomic_store(&l2->self_member, self);
 	free(snap);
 	return 0;
 }
