@@ -68,6 +68,10 @@
 	X(retrieve_hits, COUNTER, "chunks found and sent")                                 \
 	X(retrieve_bytes, COUNTER, "payload bytes sent for RETRIEVE")                     \
 	X(delete_reqs, COUNTER, "DELETE requests")                                         \
+	X(prefetch_reqs, COUNTER, "PREFETCH requests")                                     \
+	X(prefetch_keys, COUNTER, "keys asked for in PREFETCH requests")                   \
+	X(prefetch_l1_keys, COUNTER, "PREFETCH keys that were in L1 already")              \
+	X(prefetch_l2_keys, COUNTER, "PREFETCH keys fetched from their owner peer into L1") \
 	X(delete_keys, COUNTER, "keys deleted")                                            \
 	X(rdma_store_reqs, COUNTER, "STORE requests with CN_F_RDMA (payloads RDMA-read)")   \
 	X(rdma_retrieve_reqs, COUNTER, "RETRIEVE requests with CN_F_RDMA (payloads RDMA-written)") \

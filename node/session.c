@@ -157,7 +157,8 @@ struct sess {
 
 static void sess_process(struct sess *s);
 static void rdma_store_begin(struct sess *s, const uint8_t *p);
-static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys);
+static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
+			uint32_t stride);
 static bool l2_lookup(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
 		      uint32_t prefix);
 static void l2_write_through(struct sess *s, struct store_item *it, uint32_t n);
@@ -423,9 +424,36 @@ static void do_retrieve(struct sess *s, uint32_t n, const struct cn_key *keys)
 	CN_STAT_ADD(s->st, retrieve_hits, hits);
 	CN_STAT_ADD(s->st, retrieve_bytes, body - 8 - 8ull * n);
 	s->state = RX_HDR;
-	if (hits < n && l2_retrieve(s, e, n, keys))
+	if (hits < n && l2_retrieve(s, e, n, keys, CN_PROTO_RETR_DESC))
 		return; /* held until the peers answered */
 	tx_push(s, e, CN_OP_RETRIEVE, 0, CN_OK, 8 + 8 * n);
+}
+
+/*
+ * PREFETCH: keys in L1 answer CN_OK at once; the others are fetched from
+ * their owners into L1 (as a RETRIEVE miss is) and answer CN_OK once there.
+ */
+static void do_prefetch(struct sess *s, uint32_t n, const struct cn_key *keys)
+{
+	struct tx_ent *e = batch_reply(s, n, 4, 0);
+	struct cn_l1 *l1 = cn_engine_l1(s->ctx->engine);
+	uint32_t have = 0;
+
+	if (e == NULL)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		bool in = cn_l1_contains(l1, s->core, &keys[i]);
+
+		cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)(in ? CN_OK : CN_E_NOENT));
+		have += in;
+	}
+	CN_STAT_INC(s->st, prefetch_reqs);
+	CN_STAT_ADD(s->st, prefetch_keys, n);
+	CN_STAT_ADD(s->st, prefetch_l1_keys, have);
+	s->state = RX_HDR;
+	if (have < n && l2_retrieve(s, e, n, keys, 4))
+		return;
+	tx_push(s, e, CN_OP_PREFETCH, 0, CN_OK, 8 + 4 * n);
 }
 
 static void do_delete(struct sess *s, uint32_t n, const struct cn_key *keys)
@@ -951,6 +979,7 @@ static int on_header(struct sess *s, const uint8_t *raw)
 	case CN_OP_LOOKUP:
 	case CN_OP_RETRIEVE:
 	case CN_OP_DELETE:
+	case CN_OP_PREFETCH:
 		if (plen > keys_max)
 			return fatal(s, CN_E_TOOBIG, "key batch over the node's max keys");
 		s->meta_need = plen;
@@ -1009,6 +1038,9 @@ static void on_key_batch(struct sess *s, const uint8_t *p)
 			rdma_retrieve_begin(s, n, p);
 		else
 			do_retrieve(s, n, keys);
+		break;
+	case CN_OP_PREFETCH:
+		do_prefetch(s, n, keys);
 		break;
 	default:
 		do_delete(s, n, keys);
@@ -1256,7 +1288,8 @@ static uint16_t l2_peer_of(struct sess *s, const struct cn_key *key)
  * key order) has misses: ask their owners. true if a job went out (the
  * reply is then queued, held, and finished by l2_retrieve_done()).
  */
-static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys)
+static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
+			uint32_t stride)
 {
 	struct cn_l2_job *j;
 	uint32_t k = 0;
@@ -1269,7 +1302,7 @@ static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const stru
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t o;
 
-		if (cn_get_le32(e->meta + 8 + 8 * i) != (uint32_t)CN_E_NOENT)
+		if (cn_get_le32(e->meta + 8 + stride * i) != (uint32_t)CN_E_NOENT)
 			continue;
 		o = l2_peer_of(s, &keys[i]);
 		if (o == CN_L2_SELF)
@@ -1286,7 +1319,7 @@ static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const stru
 	s->l2_req = j;
 	CN_STAT_INC(s->st, l2_waits);
 	e->held = true;
-	tx_push(s, e, CN_OP_RETRIEVE, 0, CN_OK, 8 + 8 * n);
+	tx_push(s, e, s->hdr.opcode, 0, CN_OK, 8 + stride * n);
 	return true;
 }
 
@@ -1409,6 +1442,29 @@ static void l2_retrieve_done(struct sess *s, struct cn_l2_job *j, struct tx_ent 
 	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_fetch, j->sid, got - old, bytes, 0);
 }
 
+/* PREFETCH: fill L1 with what came back; nothing is sent but the statuses. */
+static void l2_prefetch_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e)
+{
+	uint32_t n = cn_get_le32(e->meta), got = 0;
+	uint64_t bytes = 0;
+
+	for (uint32_t k = 0; k < j->n; k++) {
+		struct cn_l2_item *it = &j->it[k];
+		struct cn_l1_ref ref;
+
+		if (it->status == CN_OK && it->data != NULL && l2_fill(s, it, &ref) == 0) {
+			cn_engine_unpin(s->ctx->engine, s->core, &ref);
+			cn_put_le32(e->meta + 8 + 4 * it->idx, CN_OK);
+			bytes += it->len;
+			got++;
+		}
+		free(it->data);
+	}
+	CN_STAT_ADD(s->st, prefetch_l2_keys, got);
+	tx_refresh(s, e, j->req_id, CN_OP_PREFETCH, 8 + 4 * n);
+	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_fetch, j->sid, got, bytes, 0);
+}
+
 static void l2_lookup_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e)
 {
 	struct cn_l1 *l1 = cn_engine_l1(s->ctx->engine);
@@ -1528,7 +1584,9 @@ static int sess_async_done(struct cn_async *a)
 				   -ECONNABORTED);
 	} else {
 		s->l2_req = NULL;
-		if (j->op == CN_L2_FETCH)
+		if (j->op == CN_L2_FETCH && j->req_op == CN_OP_PREFETCH)
+			l2_prefetch_done(s, j, e);
+		else if (j->op == CN_L2_FETCH)
 			l2_retrieve_done(s, j, e);
 		else
 			l2_lookup_done(s, j, e);

@@ -86,6 +86,10 @@ struct cn_key {
  *               CN_E_TOOBIG with its len, and nothing is written
  * DELETE   req: u32 n, u32 0, key[n]
  *          rep: u32 n, u32 0, i32 status[n]
+ * PREFETCH req: u32 n, u32 0, key[n]
+ *          rep: u32 n, u32 0, i32 status[n]: CN_OK when the key is in this
+ *               node's L1 now (it was, or it was fetched from its owner
+ *               peer for the request), CN_E_NOENT when no tier has it
  * STATUS   req: empty; rep: a JSON document (UTF-8, not NUL-terminated)
  * ERROR    rep only, then the node closes the connection (CN_F_CLOSE set):
  *          sent with the request's req_id (0 if the magic was wrong) when the
@@ -108,6 +112,7 @@ enum cn_op {
 	CN_OP_RETRIEVE = 5,
 	CN_OP_DELETE = 6,
 	CN_OP_STATUS = 7,
+	CN_OP_PREFETCH = 8,
 	CN_OP_ERROR = 127,
 };
 

@@ -253,6 +253,39 @@ static void lookup_across_tiers(void **state)
 	free(buf);
 }
 
+/* PREFETCH through C brings A's chunk into C's L1; the RETRIEVE after it fetches nothing. */
+static void prefetch_then_retrieve(void **state)
+{
+	struct cn_key k[2] = {key_of(A), key_of(C)}; /* the second is never stored */
+	uint8_t *buf = malloc(LEN), *got = malloc(LEN);
+	struct cn_client *ca = conn(A), *cc = conn(C);
+	int32_t status[2] = {-1, -1};
+	uint8_t tiers[1];
+	uint32_t prefix = 0, len = 0;
+	uint64_t fh0 = peer(C, A, "fetch_hits"), pk0 = st(C, "components.engine.requests.prefetch_l2_keys");
+	uint64_t fr;
+
+	fill(buf, &k[0]);
+	assert_int_equal(cn_client_store(ca, &k[0], buf, LEN), 0);
+	settle(A);
+	assert_int_equal(cn_client_prefetch(cc, k, 2, status), -ENOENT);
+	assert_int_equal(status[0], CN_OK);
+	assert_int_equal(status[1], CN_E_NOENT);
+	assert_int_equal(peer(C, A, "fetch_hits") - fh0, 1);
+	assert_int_equal(st(C, "components.engine.requests.prefetch_l2_keys") - pk0, 1);
+	assert_int_equal(cn_client_lookup(cc, k, 1, &prefix, tiers), 0);
+	assert_int_equal(tiers[0], CN_TIER_L1);
+	fr = peer(C, A, "fetch_reqs");
+	assert_int_equal(cn_client_retrieve(cc, &k[0], got, LEN, &len), 0);
+	assert_int_equal(len, LEN);
+	assert_memory_equal(got, buf, LEN);
+	assert_int_equal(peer(C, A, "fetch_reqs"), fr);
+	cn_client_close(&ca);
+	cn_client_close(&cc);
+	free(buf);
+	free(got);
+}
+
 /* SIGKILL B: its keys become prompt misses through A and C; the others are still served. */
 static void kill_b(void **state)
 {
@@ -325,6 +358,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(store_a_retrieve_c),
 		cmocka_unit_test(lookup_across_tiers),
+		cmocka_unit_test(prefetch_then_retrieve),
 		cmocka_unit_test(kill_b), /* last: B stays dead */
 	};
 
