@@ -53,6 +53,13 @@ extern "C" {
 #define CN_F_CLOSE    0x0002u /* reply: the node closes the connection after this frame */
 #define CN_F_RDMA     0x0004u /* STORE/RETRIEVE request: payloads move by RDMA (verbs only) */
 
+/*
+ * A HELLO client name starting with this marks the connection as another
+ * node's (its L2 tier): it is served from L1 only (no L2 fetch, lookup or
+ * write-through), so requests between nodes never recurse.
+ */
+#define CN_PROTO_PEER_PREFIX "cn-peer:"
+
 struct cn_key {
 	uint8_t b[CN_KEY_LEN];
 };

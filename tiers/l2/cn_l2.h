@@ -52,7 +52,7 @@
 #include "cn_transport.h"
 
 #define CN_L2_MAX_PEERS	       64u
-#define CN_L2_PEER_NAME_PREFIX "cn-peer:"
+#define CN_L2_PEER_NAME_PREFIX CN_PROTO_PEER_PREFIX
 #define CN_L2_SELF	       0xffffu /* cn_l2_owner(): this node owns the key */
 
 /* Per-peer counters (summed over nothing: one struct per peer). */
