@@ -18,7 +18,7 @@
  *                    "counters": {CN_TEL_DRAIN_METRICS, CN_TEL_CORE_METRICS},
  *                    "cores": [{core, CN_TEL_CORE_METRICS, ring_depth}],
  *                    "latency": {<op>: {count, p50_us, p90_us, p99_us, p999_us}}},
- *      "l2": {is_healthy, reason, enabled, source, write, timeout_ms, members,
+ *      "l2": {is_healthy, reason, enabled, source, owner, write, timeout_ms, members,
  *             peers_down, "counters": {CN_L2_METRICS},
  *             "peers": [{id, addr, transport, member, up, down_ms_left, fails,
  *                        last_error, "counters": {CN_L2_PEER_METRICS}}]}}}
@@ -280,6 +280,8 @@ static json_t *l2_json(struct tree *t, const struct cn_node *nd, struct health *
 
 	put(t, o, "enabled", json_boolean(nd->l2 != NULL));
 	put(t, o, "source", json_string(nd->l2 ? cn_l2_source_name(nd->l2) : ""));
+	/* false: the source does not list this node, it owns no keys */
+	put(t, o, "owner", json_boolean(nd->l2 != NULL && cn_l2_self_member(nd->l2)));
 	put(t, o, "write", json_string(nd->cfg.l2_write_through ? "through" : "none"));
 	put_u64(t, o, "timeout_ms", nd->cfg.l2_timeout);
 	for (unsigned i = 0; i < np; i++) {

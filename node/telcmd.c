@@ -75,7 +75,8 @@
 	  "plus `worker`")                                                                         \
 	X(l2, "none, or a peer index (`/cachenode/l2,0`)",                                         \
 	  "L2 tier: source, write mode, counters, peers up/down; /cachenode/l2,<i>: one peer",     \
-	  "without a param: dict `enabled` (0/1), `source`, `write`, `timeout_ms`, `members`, "   \
+	  "without a param: dict `enabled` (0/1), `source`, `owner` (0/1: this node owns keys), " \
+	  "`write`, `timeout_ms`, `members`, "                                                     \
 	  "`peers_down`, every node-wide L2 counter (u64), `peers` (`{\"<i>\": {id, up, "        \
 	  "member}}`); with a peer index: `index`, `id`, `addr`, `transport`, `member`, `up`, "   \
 	  "`down_ms_left`, `fails`, `last_error` and every per-peer counter")                     \
@@ -578,10 +579,10 @@ static int cmd_transport(void *ctx, const char *params, struct rte_tel_data *d)
 #define N_L2PEER (0 CN_L2_PEER_METRICS(ROW_COUNT))
 /* the summary: 6 fields, the table, and per peer a 3-entry dict (id up to 64 bytes) */
 #define L2_COST                                                                                    \
-	(6 * ENTRY_COST(sizeof("peers_down") - 1 + 16) + (0 CN_L2_METRICS(ROW_COST)) +             \
+	(7 * ENTRY_COST(sizeof("peers_down") - 1 + 16) + (0 CN_L2_METRICS(ROW_COST)) +             \
 	 CN_L2_MAX_PEERS * (ENTRY_COST(4) + ENTRY_COST(2 + CN_PROTO_MAX_NAME) + 2 * ENTRY_COST(6)))
 _Static_assert(L2_COST <= REPLY_BUDGET, "/cachenode/l2: worst case over 16 KiB");
-_Static_assert(N_L2 + 7 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/l2 dict");
+_Static_assert(N_L2 + 8 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/l2 dict");
 _Static_assert(N_L2PEER + 9 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/l2,<i> dict");
 
 static int cmd_l2(void *ctx, const char *params, struct rte_tel_data *d)
@@ -638,6 +639,7 @@ static int cmd_l2(void *ctx, const char *params, struct rte_tel_data *d)
 		cn_l2_get_stats(nd->l2, &st);
 	add_u64(d, "enabled", nd->l2 != NULL);
 	add_str(d, "source", nd->l2 ? cn_l2_source_name(nd->l2) : "");
+	add_u64(d, "owner", nd->l2 != NULL && cn_l2_self_member(nd->l2));
 	add_str(d, "write", nd->cfg.l2_write_through ? "through" : "none");
 	add_u64(d, "timeout_ms", nd->cfg.l2_timeout);
 	add_u64(d, "members", members);

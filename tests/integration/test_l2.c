@@ -17,6 +17,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include <cachenode/client.h>
 #include "cn_l2.h"
@@ -41,6 +43,7 @@ struct fx {
 	char ids[N][64];
 	const char *idp[N];
 	char addr[N][64];
+	char http[N][64];
 	unsigned seq;
 };
 
@@ -55,6 +58,7 @@ static int setup(void **state)
 	for (int i = 0; i < N; i++) {
 		snprintf(F.ids[i], sizeof(F.ids[i]), "l2t-%d-%c", (int)getpid(), 'a' + i);
 		snprintf(F.addr[i], sizeof(F.addr[i]), "127.0.0.1:%u", cn_free_port());
+		snprintf(F.http[i], sizeof(F.http[i]), "127.0.0.1:%u", cn_free_port());
 		F.idp[i] = F.ids[i];
 	}
 	snprintf(peers, sizeof(peers), "%s@%s,%s@%s,%s@%s", F.ids[A], F.addr[A], F.ids[B],
@@ -62,7 +66,7 @@ static int setup(void **state)
 	for (int i = 0; i < N; i++) {
 		const char *args[] = {"--listen", F.addr[i], "--node-id", F.ids[i], "--peer", peers,
 				      "--l2-timeout", timeout, "--l1-size", "64M", "--max-chunk",
-				      "1M", NULL};
+				      "1M", "--http", F.http[i], NULL};
 		if (cn_daemon_start(&F.d[i], args) != 0)
 			return -1;
 	}
@@ -286,6 +290,48 @@ static void prefetch_then_retrieve(void **state)
 	free(got);
 }
 
+/*
+ * The same per-peer figure through every exporter of C: the status tree,
+ * /metrics (cachenode_l2_<name>_total{peer}) and /cachenode/l2,<i> over
+ * DPDK's telemetry socket (the unmodified dpdk-telemetry.py).
+ */
+static void exporters_agree(void **state)
+{
+	char cmd[512], out[65536], *line;
+	uint64_t v = peer(C, A, "fetch_hits"), m = 0;
+	json_t *root, *d;
+	bool found = false;
+
+	assert_true(v > 0);
+	snprintf(cmd, sizeof(cmd), "curl -sf http://%s/metrics", F.http[C]);
+	assert_int_equal(cn_run(cmd, out, sizeof(out)), 0);
+	for (line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+		char want[256];
+
+		snprintf(want, sizeof(want), "cachenode_l2_fetch_hits_total{node=\"%s\",peer=\"%s\"} ",
+			 F.ids[C], F.ids[A]);
+		if (strncmp(line, want, strlen(want)) == 0) {
+			m = strtoull(line + strlen(want), NULL, 10);
+			found = true;
+		}
+	}
+	assert_true(found);
+	assert_int_equal(m, v);
+
+	snprintf(cmd, sizeof(cmd), "echo '/cachenode/l2,%d' | dpdk-telemetry.py -f cachenode-%s 2>&1",
+		 pidx(C, A), F.ids[C]);
+	if (cn_run(cmd, out, sizeof(out)) != 0)
+		fail_msg("dpdk-telemetry.py: %s", out);
+	root = json_loads(out, 0, NULL);
+	assert_non_null(root);
+	d = json_object_get(root, "/cachenode/l2");
+	assert_non_null(d);
+	assert_string_equal(json_string_value(json_object_get(d, "id")), F.ids[A]);
+	assert_int_equal(json_integer_value(json_object_get(d, "fetch_hits")), v);
+	assert_int_equal(json_integer_value(json_object_get(d, "up")), 1);
+	json_decref(root);
+}
+
 /* SIGKILL B: its keys become prompt misses through A and C; the others are still served. */
 static void kill_b(void **state)
 {
@@ -359,6 +405,7 @@ int main(void)
 		cmocka_unit_test(store_a_retrieve_c),
 		cmocka_unit_test(lookup_across_tiers),
 		cmocka_unit_test(prefetch_then_retrieve),
+		cmocka_unit_test(exporters_agree),
 		cmocka_unit_test(kill_b), /* last: B stays dead */
 	};
 
