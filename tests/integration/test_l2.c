@@ -399,6 +399,72 @@ static void kill_b(void **state)
 	free(got);
 }
 
+/*
+ * A peer that stops answering (SIGSTOP: its kernel still accepts and
+ * buffers) costs one --l2-timeout, then is down: a timeout, not an error.
+ * With B dead too, every peer of C is down: l2 (and so the node) reports
+ * unhealthy, and C still serves. After SIGCONT and the back-off, the next
+ * request is the probe and succeeds.
+ */
+static void stopped_peer_times_out_then_recovers(void **state)
+{
+	struct cn_key k = key_of(A);
+	uint8_t *buf = malloc(LEN), *got = malloc(LEN);
+	struct cn_client *ca = conn(A), *cc = conn(C);
+	uint64_t to0 = peer(C, A, "timeouts"), healthy = 1;
+	uint32_t len = 0;
+	double t0, dt;
+
+	fill(buf, &k);
+	assert_int_equal(cn_client_store(ca, &k, buf, LEN), 0);
+	cn_client_close(&ca);
+	assert_int_equal(kill(F.d[A].pid, SIGSTOP), 0);
+
+	t0 = now_ms();
+	assert_int_equal(cn_client_retrieve(cc, &k, got, LEN, &len), -ENOENT);
+	dt = now_ms() - t0;
+	printf("retrieve of a stopped peer's key: miss in %.1f ms (--l2-timeout %u)\n", dt,
+	       TIMEOUT_MS);
+	assert_true(dt >= TIMEOUT_MS * 0.9);
+	assert_true(dt < TIMEOUT_MS + 1000);
+	assert_int_equal(peer(C, A, "timeouts") - to0, 1);
+	/* B's first back-off (1 s) is over by now: the next B key is the probe, refused again */
+	{
+		struct cn_key kb = key_of(B);
+		uint64_t f0 = peer(C, B, "marked_down");
+
+		assert_int_equal(cn_client_retrieve(cc, &kb, got, LEN, &len), -ENOENT);
+		assert_int_equal(peer(C, B, "marked_down") - f0, 1);
+	}
+	assert_int_equal(st(C, "components.l2.peers_down"), 2);
+	{
+		char *json = NULL;
+		json_t *root;
+
+		assert_int_equal(cn_client_status(cc, &json), 0);
+		root = json_loads(json, 0, NULL);
+		assert_non_null(root);
+		healthy = json_is_true(json_object_get(
+			json_object_get(json_object_get(root, "components"), "l2"), "is_healthy"));
+		assert_non_null(strstr(json_string_value(json_object_get(root, "reason")),
+				       "l2: all 2 peers are down"));
+		json_decref(root);
+		free(json);
+	}
+	assert_false(healthy);
+	assert_int_equal(cn_client_ping(cc), 0);
+
+	assert_int_equal(kill(F.d[A].pid, SIGCONT), 0);
+	usleep(1200 * 1000); /* the first back-off step is 1 s */
+	memset(got, 0, LEN);
+	assert_int_equal(cn_client_retrieve(cc, &k, got, LEN, &len), 0);
+	assert_memory_equal(got, buf, LEN);
+	assert_int_equal(st(C, "components.l2.peers_down"), 1); /* B only */
+	cn_client_close(&cc);
+	free(buf);
+	free(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -406,7 +472,8 @@ int main(void)
 		cmocka_unit_test(lookup_across_tiers),
 		cmocka_unit_test(prefetch_then_retrieve),
 		cmocka_unit_test(exporters_agree),
-		cmocka_unit_test(kill_b), /* last: B stays dead */
+		cmocka_unit_test(kill_b), /* B stays dead from here on */
+		cmocka_unit_test(stopped_peer_times_out_then_recovers),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
