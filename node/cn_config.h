@@ -36,7 +36,8 @@
 	X(trace_ring_size, "N", "65536", "trace ring slots per core (32 B; a record: 2 + keys)") \
 	X(peer, "ID@HOST:PORT", "", "an L2 peer node (repeatable, or a comma list); may name this node") \
 	X(l2_write, "MODE", "through", "stores: through (also copied to the key's owner peer) or none") \
-	X(l2_timeout, "MS", "1000", "L2: connect and I/O timeout per peer request; a peer that misses it backs off")
+	X(l2_timeout, "MS", "1000", "L2: connect and I/O timeout per peer request; a peer that misses it backs off") \
+	X(l2_threads, "N", "2", "L2: threads that talk to peers (one blocking request each)")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -62,6 +63,7 @@ struct cn_config {
 	char peers[4096];     /* the --peer values joined by ',' ("" = no L2 peers) */
 	bool l2_write_through; /* --l2-write through */
 	unsigned l2_timeout;
+	unsigned l2_threads;
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;

@@ -318,6 +318,11 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 			return fail(err, errlen, "--%s '%s': expected milliseconds, 10..600000", dn, v);
 		cfg->l2_timeout = u;
 		return 0;
+	case OPT_l2_threads:
+		if (parse_uint(v, 1, 64, &u) < 0)
+			return fail(err, errlen, "--%s '%s': expected 1..64", dn, v);
+		cfg->l2_threads = u;
+		return 0;
 	default:
 		return fail(err, errlen, "internal: option %d", (int)id);
 	}

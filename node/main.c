@@ -257,6 +257,7 @@ static int l2_start(struct cn_node *nd)
 		.source = &cn_l2_static_source,
 		.source_arg = nd->l2_static,
 		.timeout_ms = nd->cfg.l2_timeout,
+		.threads = nd->cfg.l2_threads,
 		.write = nd->cfg.l2_write_through ? CN_L2_WRITE_THROUGH : CN_L2_WRITE_NONE,
 		.max_chunk = nd->cfg.max_chunk,
 	};
@@ -265,9 +266,12 @@ static int l2_start(struct cn_node *nd)
 		LOG(ERR, "cannot start the L2 tier: %s", strerror(-r));
 		return r;
 	}
-	LOG(NOTICE, "L2: %u peer%s besides this node (static --peer), write %s, timeout %u ms",
+	LOG(NOTICE, "L2: %u peer%s besides this node (static --peer; this node %s), write %s, "
+		    "timeout %u ms, %u thread%s",
 	    cn_l2_npeers(nd->l2), cn_l2_npeers(nd->l2) == 1 ? "" : "s",
-	    nd->cfg.l2_write_through ? "through" : "none", nd->cfg.l2_timeout);
+	    cn_l2_self_member(nd->l2) ? "owns keys too" : "owns no keys: not in the list",
+	    nd->cfg.l2_write_through ? "through" : "none", nd->cfg.l2_timeout,
+	    nd->cfg.l2_threads, nd->cfg.l2_threads == 1 ? "" : "s");
 	return 0;
 }
 
