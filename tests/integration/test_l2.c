@@ -341,6 +341,70 @@ static void exporters_agree(void **state)
 	json_decref(root);
 }
 
+/*
+ * A --peer entry whose address answers with another node id (a wrong list)
+ * is refused at connect: the peer is marked down with that reason, its keys
+ * are misses, and nothing is asked of the node that is there.
+ */
+static void wrong_peer_id_is_refused(void **state)
+{
+	struct cn_daemon d;
+	char list[256], did[64], daddr[64], *json = NULL;
+	const char *ids[2];
+	struct cn_client *cd;
+	struct cn_key k;
+	uint8_t *got = malloc(LEN);
+	uint32_t len = 0;
+	uint64_t c_reqs0 = st(C, "components.engine.requests.retrieve_reqs"), v;
+	json_t *root;
+
+	snprintf(did, sizeof(did), "l2t-%d-d", (int)getpid());
+	snprintf(daddr, sizeof(daddr), "127.0.0.1:%u", cn_free_port());
+	snprintf(list, sizeof(list), "%s@%s,impostor@%s", did, daddr, F.addr[C]);
+	{
+		const char *args[] = {"--listen", daddr, "--node-id", did, "--peer", list,
+				      "--l1-size", "16M", "--max-chunk", "1M", NULL};
+		assert_int_equal(cn_daemon_start(&d, args), 0);
+	}
+	ids[0] = did;
+	ids[1] = "impostor";
+	do
+		k = cn_test_key("l2-%d-%u", (int)getpid(), F.seq++);
+	while (cn_l2_rendezvous(&k, ids, 2) != 1);
+	{
+		struct cn_client_opts o = {.timeout_ms = 10000};
+		assert_int_equal(cn_client_connect(d.addr, &o, &cd), 0);
+	}
+	assert_int_equal(cn_client_retrieve(cd, &k, got, LEN, &len), -ENOENT);
+	assert_int_equal(cn_status_u64(d.addr, "components.l2.peers.0.counters.connects", &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(cn_status_u64(d.addr, "components.l2.peers.0.counters.marked_down", &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(cn_status_u64(d.addr, "components.l2.peers_down", &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(cn_client_status(cd, &json), 0);
+	root = json_loads(json, 0, NULL);
+	assert_non_null(root);
+	{
+		json_t *p0 = json_array_get(
+			json_object_get(json_object_get(json_object_get(root, "components"), "l2"),
+					"peers"),
+			0);
+		const char *why = json_string_value(json_object_get(p0, "last_error"));
+
+		assert_non_null(why);
+		assert_non_null(strstr(why, "answers as node"));
+		assert_non_null(strstr(why, F.ids[C]));
+	}
+	json_decref(root);
+	free(json);
+	/* C was connected to (HELLO) but asked nothing */
+	assert_int_equal(st(C, "components.engine.requests.retrieve_reqs"), c_reqs0);
+	cn_client_close(&cd);
+	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
+	free(got);
+}
+
 /* SIGKILL B: its keys become prompt misses through A and C; the others are still served. */
 static void kill_b(void **state)
 {
@@ -481,6 +545,7 @@ int main(void)
 		cmocka_unit_test(lookup_across_tiers),
 		cmocka_unit_test(prefetch_then_retrieve),
 		cmocka_unit_test(exporters_agree),
+		cmocka_unit_test(wrong_peer_id_is_refused),
 		cmocka_unit_test(kill_b), /* B stays dead from here on */
 		cmocka_unit_test(stopped_peer_times_out_then_recovers),
 	};

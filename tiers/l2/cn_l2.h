@@ -262,7 +262,7 @@ struct cn_l2_peer_view {
 	bool down;		 /* in back-off */
 	uint64_t down_ms_left;	 /* back-off left */
 	unsigned fails;		 /* consecutive failures */
-	char last_error[96];
+	char last_error[192];
 	struct cn_l2_peer_stats st;
 };
 

@@ -37,7 +37,7 @@ struct l2_peer {
 	_Atomic uint64_t down_until_ms; /* 0 = up */
 	pthread_mutex_t lock;		/* fails, last_error */
 	unsigned fails;
-	char last_error[96];
+	char last_error[192];
 	struct cn_l2_peer_stats st;	/* atomic adds */
 };
 
@@ -46,6 +46,7 @@ struct l2_thread {
 	pthread_t tid;
 	bool started;
 	struct cn_client *cli[CN_L2_MAX_PEERS]; /* this thread's, lazily connected */
+	char idmsg[200]; /* why the last connect was refused (wrong node id), else "" */
 };
 
 struct cn_l2 {
@@ -335,7 +336,10 @@ static void peer_fail(struct l2_peer *p, int err, const char *what)
 	if (ms > L2_BACKOFF_MAX_MS)
 		ms = L2_BACKOFF_MAX_MS;
 	p->fails++;
-	snprintf(p->last_error, sizeof(p->last_error), "%s: %s", what, strerror(-err));
+	if (err == -EADDRNOTAVAIL) /* @what says it all: a node with another id */
+		snprintf(p->last_error, sizeof(p->last_error), "%s", what);
+	else
+		snprintf(p->last_error, sizeof(p->last_error), "%s: %s", what, strerror(-err));
 	atomic_store(&p->down_until_ms, now_ms() + ms);
 	pthread_mutex_unlock(&p->lock);
 }
@@ -361,6 +365,18 @@ static struct cn_client *peer_client(struct l2_thread *t, unsigned i, int *err)
 		return NULL;
 	}
 	ATOMIC_ADD(&p->st.connects, 1);
+	/*
+	 * The node at that address must be the one the source named: another
+	 * id there means a wrong list (or a moved node), and asking it would
+	 * put keys where no other node looks for them.
+	 */
+	if (strcmp(cn_client_node(t->cli[i])->node_id, p->info.id) != 0) {
+		snprintf(t->idmsg, sizeof(t->idmsg), "%.100s answers as node '%.64s'",
+			 p->info.addr, cn_client_node(t->cli[i])->node_id);
+		cn_client_close(&t->cli[i]);
+		*err = -EADDRNOTAVAIL;
+		return NULL;
+	}
 	return t->cli[i];
 }
 
@@ -392,9 +408,10 @@ static void run_group(struct l2_thread *t, struct cn_l2_job *job, unsigned pi, c
 		ATOMIC_ADD(&p->st.down_skips, k);
 		goto out;
 	}
+	t->idmsg[0] = '\0';
 	c = peer_client(t, pi, &r);
 	if (c == NULL) {
-		peer_fail(p, r, "connect");
+		peer_fail(p, r, t->idmsg[0] ? t->idmsg : "connect");
 		goto out;
 	}
 	for (uint32_t j = 0; j < k; j++)
