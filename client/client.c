@@ -311,7 +311,8 @@ static int client_recv_msg(struct cn_client *c, uint8_t op, uint32_t len, const 
 
 static bool op_has_status(uint8_t op)
 {
-	return op == CN_OP_STORE || op == CN_OP_RETRIEVE || op == CN_OP_DELETE;
+	return op == CN_OP_STORE || op == CN_OP_RETRIEVE || op == CN_OP_DELETE ||
+	       op == CN_OP_PREFETCH;
 }
 
 /* Check a caller's request against the protocol and the node's limits. */
@@ -345,6 +346,7 @@ static int client_validate(struct cn_client *c, const struct cn_req *req)
 	case CN_OP_STORE:
 	case CN_OP_RETRIEVE:
 	case CN_OP_DELETE:
+	case CN_OP_PREFETCH:
 		break;
 	default:
 		client_err(c, "submit: unknown or reserved opcode %u", op);
@@ -568,6 +570,7 @@ static int client_encode(struct cn_client *c, const struct cn_req *req, uint64_t
 	case CN_OP_LOOKUP:
 	case CN_OP_RETRIEVE:
 	case CN_OP_DELETE:
+	case CN_OP_PREFETCH:
 		cn_put_le32(m, req->nkeys);
 		cn_put_le32(m + 4, 0);
 		mlen = CN_PROTO_BATCH_HDR;
@@ -1058,6 +1061,7 @@ static int client_read_reply(struct cn_client *c, struct client_slot *s)
 			break;
 		case CN_OP_STORE:
 		case CN_OP_DELETE:
+		case CN_OP_PREFETCH:
 			rc = reply_statuses(c, req, &h);
 			break;
 		case CN_OP_RETRIEVE:
@@ -1499,6 +1503,14 @@ int cn_client_delete(struct cn_client *c, const struct cn_key *key)
 {
 	int32_t st = CN_OK;
 	struct cn_req req = {.op = CN_OP_DELETE, .nkeys = 1, .keys = key, .status = &st};
+
+	return cn_client_exec(c, &req);
+}
+
+int cn_client_prefetch(struct cn_client *c, const struct cn_key *keys, uint32_t n,
+		       int32_t *status)
+{
+	struct cn_req req = {.op = CN_OP_PREFETCH, .nkeys = n, .keys = keys, .status = status};
 
 	return cn_client_exec(c, &req);
 }

@@ -38,7 +38,11 @@
 	  "cluster registry: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (default: standalone)")   \
 	X(cluster, "NAME", "default", "cluster name in the registry's keys")                       \
 	X(heartbeat, "TIME", "1s", "registry heartbeat, e.g. 1s or 250ms; a record expires after 3") \
-	X(redis_timeout, "MS", "0", "Redis connect and command timeout (0: half the heartbeat, 100..1000)")
+	X(redis_timeout, "MS", "0", "Redis connect and command timeout (0: half the heartbeat, 100..1000)") \
+	X(peer, "ID@HOST:PORT", "", "an L2 peer node (repeatable, or a comma list); may name this node") \
+	X(l2_write, "MODE", "through", "stores: through (also copied to the key's owner peer) or none") \
+	X(l2_timeout, "MS", "1000", "L2: connect and I/O timeout per peer request; a peer that misses it backs off") \
+	X(l2_threads, "N", "2", "L2: threads that talk to peers (one blocking request each)")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -65,6 +69,10 @@ struct cn_config {
 	char cluster[65];
 	unsigned heartbeat_ms;	 /* 50..3600000 */
 	unsigned redis_timeout_ms; /* 0 = derived from the heartbeat */
+	char peers[4096];     /* the --peer values joined by ',' ("" = no L2 peers) */
+	bool l2_write_through; /* --l2-write through */
+	unsigned l2_timeout;
+	unsigned l2_threads;
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;

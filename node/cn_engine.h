@@ -73,6 +73,17 @@ int cn_engine_retrieve_pin(struct cn_engine *e, unsigned core, const struct cn_k
 			   struct cn_l1_ref *ref);
 void cn_engine_unpin(struct cn_engine *e, unsigned core, struct cn_l1_ref *ref);
 
+/*
+ * Spans of work the engine does not run itself (L2 requests to peers, run
+ * on the L2 threads): begin on @core's ring when the work is handed off,
+ * end on the same core when it comes back. The events carry tier L2.
+ * begin returns the span's session id (0 with telemetry off).
+ */
+uint64_t cn_engine_span_begin(struct cn_engine *e, unsigned core, enum cn_tel_op op,
+			      uint32_t keys);
+void cn_engine_span_end(struct cn_engine *e, unsigned core, enum cn_tel_op op, uint64_t sid,
+			uint32_t keys, uint64_t bytes, int status);
+
 /* Delete: 0 or -ENOENT. */
 int cn_engine_delete(struct cn_engine *e, unsigned core, const struct cn_key *key);
 

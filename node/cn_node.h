@@ -19,6 +19,7 @@
 #include "cn_config.h"
 #include "cn_engine.h"
 #include "cn_registry.h"
+#include "cn_l2.h"
 #include "cn_session.h"
 #include "cn_tel.h"
 #include "cn_transport.h"
@@ -43,6 +44,8 @@ struct cn_node {
 	atomic_int worker_failed;
 	struct cn_http *http;
 	struct cn_reg *reg; /* the cluster registry; NULL = standalone (no --redis) */
+	struct cn_l2 *l2;		 /* NULL without --peer */
+	struct cn_l2_static *l2_static;	 /* the --peer list, the L2 tier's source */
 };
 
 /* Seconds since the node started. */
@@ -83,6 +86,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len);
 #define CN_PROM_VERBS	  "cachenode_verbs"
 #define CN_PROM_TELEMETRY "cachenode_telemetry"
 #define CN_PROM_REGISTRY  "cachenode_registry"
+#define CN_PROM_L2	  "cachenode_l2"
 
 /*
  * cn_node_prom_name - the Prometheus family of table row @d: @prefix_<name>,

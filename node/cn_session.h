@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include "cn_engine.h"
+#include "cn_l2.h"
 #include "cn_metrics.h"
 #include "cn_transport.h"
 
@@ -67,10 +68,19 @@
 	X(retrieve_hits, COUNTER, "chunks found and sent")                                 \
 	X(retrieve_bytes, COUNTER, "payload bytes sent for RETRIEVE")                     \
 	X(delete_reqs, COUNTER, "DELETE requests")                                         \
+	X(prefetch_reqs, COUNTER, "PREFETCH requests")                                     \
+	X(prefetch_keys, COUNTER, "keys asked for in PREFETCH requests")                   \
+	X(prefetch_l1_keys, COUNTER, "PREFETCH keys that were in L1 already")              \
+	X(prefetch_l2_keys, COUNTER, "PREFETCH keys fetched from their owner peer into L1") \
 	X(delete_keys, COUNTER, "keys deleted")                                            \
 	X(rdma_store_reqs, COUNTER, "STORE requests with CN_F_RDMA (payloads RDMA-read)")   \
 	X(rdma_retrieve_reqs, COUNTER, "RETRIEVE requests with CN_F_RDMA (payloads RDMA-written)") \
 	X(rdma_aborted, COUNTER, "CN_F_RDMA requests cut by the connection's end mid-RDMA") \
+	X(retrieve_l2_hits, COUNTER, "chunks missing in L1 fetched from their owner peer and sent") \
+	X(lookup_l2_keys, COUNTER, "keys of LOOKUP prefixes found on peers (tier L2)")     \
+	X(l2_waits, COUNTER, "requests that waited for the L2 tier (fetch or lookup)")    \
+	X(l2_puts, COUNTER, "chunks handed to the L2 threads for write-through")          \
+	X(peer_sessions, COUNTER, "sessions opened by peer nodes (served from L1 only)") \
 	X(sessions_open, GAUGE, "sessions open now")
 
 /*
@@ -104,6 +114,8 @@ struct cn_session_ctx {
 	/* STATUS reply body: a malloc'd JSON text of *len bytes, or NULL. */
 	char *(*status_json)(void *arg, size_t *len);
 	void *status_arg;
+	/* the L2 tier, or NULL: misses stay misses, stores stay local. Not owned. */
+	struct cn_l2 *l2;
 };
 
 /* The ops a transport drives; sess_arg must be a struct cn_session_ctx *. */

@@ -17,6 +17,7 @@
 #include <cachenode/proto.h>
 
 #include "cn_config.h"
+#include "cn_l2.h"
 #include "cn_metrics.h"
 #include "cn_trace.h"
 #include "cn_reg_record.h"
@@ -347,6 +348,38 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 				    dn, v);
 		cfg->redis_timeout_ms = u;
 		return 0;
+	case OPT_peer: {
+		struct cn_l2_static *st = malloc(sizeof(*st));
+		char why[160];
+		size_t have = strlen(cfg->peers);
+		int r = st ? cn_l2_static_parse(v, st, why, sizeof(why)) : -ENOMEM;
+
+		free(st);
+		if (r < 0)
+			return fail(err, errlen, "--%s %s", dn, r == -ENOMEM ? "out of memory" : why);
+		if (*v == '\0')
+			return 0;
+		if (have + 1 + strlen(v) >= sizeof(cfg->peers))
+			return fail(err, errlen, "--%s: the peer list is over %zu characters", dn,
+				    sizeof(cfg->peers) - 1);
+		snprintf(cfg->peers + have, sizeof(cfg->peers) - have, "%s%s", have ? "," : "", v);
+		return 0;
+	}
+	case OPT_l2_write:
+		if (strcmp(v, "through") != 0 && strcmp(v, "none") != 0)
+			return fail(err, errlen, "--%s '%s': expected through or none", dn, v);
+		cfg->l2_write_through = strcmp(v, "through") == 0;
+		return 0;
+	case OPT_l2_timeout:
+		if (parse_uint(v, 10, 600000, &u) < 0)
+			return fail(err, errlen, "--%s '%s': expected milliseconds, 10..600000", dn, v);
+		cfg->l2_timeout = u;
+		return 0;
+	case OPT_l2_threads:
+		if (parse_uint(v, 1, 64, &u) < 0)
+			return fail(err, errlen, "--%s '%s': expected 1..64", dn, v);
+		cfg->l2_threads = u;
+		return 0;
 	default:
 		return fail(err, errlen, "internal: option %d", (int)id);
 	}
@@ -512,6 +545,15 @@ int cn_config_parse(int argc, char **argv, struct cn_config *cfg, FILE *out, cha
 	}
 	if (optind < dashdash)
 		return fail(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+	if (cfg->peers[0]) { /* each --peer was checked alone; now the whole list (duplicates) */
+		struct cn_l2_static *st = malloc(sizeof(*st));
+		char why[160];
+		int pr = st ? cn_l2_static_parse(cfg->peers, st, why, sizeof(why)) : -ENOMEM;
+
+		free(st);
+		if (pr < 0)
+			return fail(err, errlen, "--peer %s", pr == -ENOMEM ? "out of memory" : why);
+	}
 	if (cfg->max_chunk > cfg->l1_size)
 		return fail(err, errlen, "--max-chunk (%" PRIu64 ") is larger than --l1-size (%" PRIu64
 			    ")", cfg->max_chunk, cfg->l1_size);

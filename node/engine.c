@@ -79,6 +79,25 @@ uint64_t cn_engine_max_chunk(const struct cn_engine *e)
 	return e->max_chunk;
 }
 
+uint64_t cn_engine_span_begin(struct cn_engine *e, unsigned core, enum cn_tel_op op,
+			      uint32_t keys)
+{
+	uint64_t sid;
+
+	if (!e->tel_on)
+		return 0;
+	sid = cn_tel_session(e->tel, core);
+	cn_tel_emit(e->tel, core, CN_TEL_START, op, sid, keys, 0, CN_TIER_L2, 0);
+	return sid;
+}
+
+void cn_engine_span_end(struct cn_engine *e, unsigned core, enum cn_tel_op op, uint64_t sid,
+			uint32_t keys, uint64_t bytes, int status)
+{
+	if (e->tel_on)
+		cn_tel_emit(e->tel, core, CN_TEL_END, op, sid, keys, bytes, CN_TIER_L2, status);
+}
+
 int cn_engine_lookup(struct cn_engine *e, unsigned core, const struct cn_key *keys, uint32_t n,
 		     uint32_t *prefix, uint8_t *tiers)
 {

@@ -237,8 +237,56 @@ static void list_metrics(void)
 		printf("| `%s` | %s | %s |\n", cn_reg_field_desc[i].name,
 		       cn_reg_field_desc[i].required ? "yes" : "no", cn_reg_field_desc[i].help);
 	printf("\n");
+	list_table("L2 tier (node)", "components.l2.counters", CN_PROM_L2, "`node`",
+		   cn_l2_metric_desc, cn_l2_metric_count);
+	list_table("L2 tier (per peer)", "components.l2.peers[].counters", CN_PROM_L2,
+		   "`node`, `peer`", cn_l2_peer_metric_desc, cn_l2_peer_metric_count);
 	printf("### DPDK telemetry commands\n\n");
 	cn_node_telemetry_list(stdout);
+}
+
+/* ---- L2 ---- */
+
+/*
+ * Start the L2 tier on the static --peer list (the registry will be a second
+ * source behind the same struct cn_l2_source_ops). The list may name this
+ * node (same --node-id): it is then this node's entry in the placement set,
+ * so every node can be given the same list.
+ */
+static int l2_start(struct cn_node *nd)
+{
+	char why[160];
+	int r;
+
+	nd->l2_static = malloc(sizeof(*nd->l2_static));
+	if (nd->l2_static == NULL)
+		return -ENOMEM;
+	r = cn_l2_static_parse(nd->cfg.peers, nd->l2_static, why, sizeof(why));
+	if (r < 0) { /* checked at parse time already */
+		LOG(ERR, "--peer %s", why);
+		return r;
+	}
+	struct cn_l2_cfg lcfg = {
+		.self_id = nd->cfg.node_id,
+		.source = &cn_l2_static_source,
+		.source_arg = nd->l2_static,
+		.timeout_ms = nd->cfg.l2_timeout,
+		.threads = nd->cfg.l2_threads,
+		.write = nd->cfg.l2_write_through ? CN_L2_WRITE_THROUGH : CN_L2_WRITE_NONE,
+		.max_chunk = nd->cfg.max_chunk,
+	};
+	r = cn_l2_create(&lcfg, &nd->l2);
+	if (r < 0) {
+		LOG(ERR, "cannot start the L2 tier: %s", strerror(-r));
+		return r;
+	}
+	LOG(NOTICE, "L2: %u peer%s besides this node (static --peer; this node %s), write %s, "
+		    "timeout %u ms, %u thread%s",
+	    cn_l2_npeers(nd->l2), cn_l2_npeers(nd->l2) == 1 ? "" : "s",
+	    cn_l2_self_member(nd->l2) ? "owns keys too" : "owns no keys: not in the list",
+	    nd->cfg.l2_write_through ? "through" : "none", nd->cfg.l2_timeout,
+	    nd->cfg.l2_threads, nd->cfg.l2_threads == 1 ? "" : "s");
+	return 0;
 }
 
 /* ---- transport ---- */
@@ -468,6 +516,8 @@ int main(int argc, char **argv)
 	memset(nd.sess_stats, 0, sizeof(*nd.sess_stats) * nd.cfg.workers);
 	memset(nd.tport_stats, 0, sizeof(*nd.tport_stats) * nd.cfg.workers);
 	memset(nd.verbs_stats, 0, sizeof(*nd.verbs_stats) * nd.cfg.workers);
+	if (nd.cfg.peers[0] && l2_start(&nd) < 0)
+		goto out_engine;
 	nd.sctx = (struct cn_session_ctx){
 		.engine = nd.engine,
 		.node_id = nd.cfg.node_id,
@@ -476,6 +526,7 @@ int main(int argc, char **argv)
 		.stats = nd.sess_stats,
 		.status_json = status_json,
 		.status_arg = &nd,
+		.l2 = nd.l2,
 	};
 
 	/*
@@ -628,8 +679,12 @@ out_drain:
 	cn_tel_dpdk_unregister(); /* again on the error path; a no-op when done */
 	cn_tel_stop(nd.tel); /* a last drain pass: every event emitted reaches its subscribers */
 out_server:
+	/* the L2 threads hand every job back before the server's queues are freed */
+	cn_l2_stop(nd.l2);
 	nd.tops->server_destroy(&nd.server);
 out_engine:
+	cn_l2_destroy(&nd.l2);
+	free(nd.l2_static);
 	cn_engine_destroy(&nd.engine);
 	free(nd.sess_stats);
 	free(nd.tport_stats);

@@ -14,6 +14,8 @@
  *   CN_TEL_CORE_METRICS   cachenode_telemetry_<name>               node, core
  *   CN_TEL_DRAIN_METRICS  cachenode_telemetry_<name>               node
  *   CN_REG_METRICS        cachenode_registry_<name>                node (zero when standalone)
+ *   CN_L2_METRICS         cachenode_l2_<name>                      node (0 without --peer)
+ *   CN_L2_PEER_METRICS    cachenode_l2_<name>                      node, peer
  *
  * A COUNTER row becomes "<family>_total" of TYPE counter, a GAUGE row a
  * gauge; a row named "<x>_ns" becomes "<x>_seconds" (base units), its value
@@ -366,6 +368,52 @@ static void registry_out(struct pbuf *b, struct cn_node *nd)
 	free(in);
 }
 
+/*
+ * The L2 tier: the node-wide table (zeros without --peer), then per peer
+ * (label peer="<id>") its table and cachenode_l2_peer_up (1 up, 0 in
+ * back-off) and cachenode_l2_peer_member (1 in the placement set).
+ */
+static void l2_out(struct pbuf *b, const struct cn_node *nd)
+{
+	struct cn_l2_stats st = {0};
+	unsigned np = nd->l2 ? cn_l2_npeers(nd->l2) : 0;
+	struct cn_l2_peer_view *v = calloc(np ? np : 1, sizeof(*v));
+	char name[PROM_NAME_MAX], peer[2 * CN_PROTO_MAX_NAME + 16];
+	double scale;
+
+	if (v == NULL) {
+		b->oom = true;
+		return;
+	}
+	if (nd->l2)
+		cn_l2_get_stats(nd->l2, &st);
+	table_single(b, CN_PROM_L2, cn_l2_metric_desc, cn_l2_metric_count, (const uint64_t *)&st);
+	for (unsigned i = 0; i < np; i++)
+		cn_l2_peer_get(nd->l2, i, &v[i]);
+	for (unsigned r = 0; r < cn_l2_peer_metric_count; r++) {
+		cn_node_prom_name(name, sizeof(name), CN_PROM_L2, &cn_l2_peer_metric_desc[r],
+				  &scale);
+		row_family(b, name, &cn_l2_peer_metric_desc[r], scale);
+		for (unsigned i = 0; i < np; i++) {
+			label_value(peer, sizeof(peer), "peer", v[i].info.id);
+			pb_printf(b, "%s{%s,%s}", name, b->node, peer);
+			value(b, ((const uint64_t *)&v[i].st)[r], scale);
+		}
+	}
+	family(b, "cachenode_l2_peer_up", "gauge", "1 while the peer is up, 0 in its back-off");
+	for (unsigned i = 0; i < np; i++) {
+		label_value(peer, sizeof(peer), "peer", v[i].info.id);
+		pb_printf(b, "cachenode_l2_peer_up{%s,%s} %d\n", b->node, peer, !v[i].down);
+	}
+	family(b, "cachenode_l2_peer_member", "gauge",
+	       "1 while the peer is in the placement set (its source lists it)");
+	for (unsigned i = 0; i < np; i++) {
+		label_value(peer, sizeof(peer), "peer", v[i].info.id);
+		pb_printf(b, "cachenode_l2_peer_member{%s,%s} %d\n", b->node, peer, v[i].member);
+	}
+	free(v);
+}
+
 /* cachenode_component_healthy{component="engine.l1"} for every component, depth first. */
 static void components_out(struct pbuf *b, json_t *comps, const char *parent)
 {
@@ -434,6 +482,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 	transport_info_out(&b, nd);
 	table_percore(&b, CN_PROM_VERBS, cn_verbs_metric_desc, cn_verbs_metric_count,
 		      nd->verbs_stats, sizeof(*nd->verbs_stats), nd->cfg.workers);
+	l2_out(&b, nd);
 	if (nd->tel)
 		telemetry_out(&b, nd->tel);
 	registry_out(&b, nd);

@@ -141,10 +141,27 @@ struct sess {
 	struct tx_ent *tx_head, *tx_tail;
 	size_t tx_bytes;
 	unsigned tx_ents;
+
+	/*
+	 * L2 (async work on the L2 threads, see "L2" below). wake is the
+	 * transport's completion path (NULL: no async work). l2_req is the
+	 * RETRIEVE or LOOKUP waiting for peers: its reply is queued, held, and
+	 * every later frame waits (a barrier) until it comes back. jobs lists
+	 * every job out (l2_req and write-through copies), to orphan at close.
+	 */
+	const struct cn_wake *wake;
+	bool local_only; /* a peer node's session: L1 only, no L2 */
+	struct cn_l2_job *l2_req;
+	struct cn_l2_job *jobs;
 };
 
 static void sess_process(struct sess *s);
 static void rdma_store_begin(struct sess *s, const uint8_t *p);
+static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
+			uint32_t stride);
+static bool l2_lookup(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
+		      uint32_t prefix);
+static void l2_write_through(struct sess *s, struct store_item *it, uint32_t n);
 
 /* ---- output ---- */
 
@@ -296,6 +313,13 @@ static void do_hello(struct sess *s, const uint8_t *p)
 		req_error(s, s->hdr.payload_len, CN_E_VERSION, "this node speaks version 1");
 		return;
 	}
+	/* another node's L2 client: serve it from L1 only, so peer requests never recurse */
+	if (nlen >= sizeof(CN_L2_PEER_NAME_PREFIX) - 1 &&
+	    memcmp(p + 8, CN_L2_PEER_NAME_PREFIX, sizeof(CN_L2_PEER_NAME_PREFIX) - 1) == 0 &&
+	    !s->local_only) {
+		s->local_only = true;
+		CN_STAT_INC(s->st, peer_sessions);
+	}
 	cn_l1_get_info(cn_engine_l1(s->ctx->engine), &info);
 	e = tx_alloc((uint32_t)(32 + idlen), 0);
 	if (e == NULL) {
@@ -363,9 +387,11 @@ static void do_lookup(struct sess *s, uint32_t n, const struct cn_key *keys)
 	cn_put_le32(e->meta + 4, prefix);
 	CN_STAT_INC(s->st, lookup_reqs);
 	CN_STAT_ADD(s->st, lookup_keys, n);
+	s->state = RX_HDR;
+	if (prefix < n && l2_lookup(s, e, n, keys, prefix))
+		return; /* the prefix is counted when the peers answered */
 	CN_STAT_ADD(s->st, lookup_prefix_keys, prefix);
 	tx_push(s, e, CN_OP_LOOKUP, 0, CN_OK, 8 + n);
-	s->state = RX_HDR;
 }
 
 static void do_retrieve(struct sess *s, uint32_t n, const struct cn_key *keys)
@@ -397,8 +423,37 @@ static void do_retrieve(struct sess *s, uint32_t n, const struct cn_key *keys)
 	CN_STAT_ADD(s->st, retrieve_keys, n);
 	CN_STAT_ADD(s->st, retrieve_hits, hits);
 	CN_STAT_ADD(s->st, retrieve_bytes, body - 8 - 8ull * n);
-	tx_push(s, e, CN_OP_RETRIEVE, 0, CN_OK, 8 + 8 * n);
 	s->state = RX_HDR;
+	if (hits < n && l2_retrieve(s, e, n, keys, CN_PROTO_RETR_DESC))
+		return; /* held until the peers answered */
+	tx_push(s, e, CN_OP_RETRIEVE, 0, CN_OK, 8 + 8 * n);
+}
+
+/*
+ * PREFETCH: keys in L1 answer CN_OK at once; the others are fetched from
+ * their owners into L1 (as a RETRIEVE miss is) and answer CN_OK once there.
+ */
+static void do_prefetch(struct sess *s, uint32_t n, const struct cn_key *keys)
+{
+	struct tx_ent *e = batch_reply(s, n, 4, 0);
+	struct cn_l1 *l1 = cn_engine_l1(s->ctx->engine);
+	uint32_t have = 0;
+
+	if (e == NULL)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		bool in = cn_l1_contains(l1, s->core, &keys[i]);
+
+		cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)(in ? CN_OK : CN_E_NOENT));
+		have += in;
+	}
+	CN_STAT_INC(s->st, prefetch_reqs);
+	CN_STAT_ADD(s->st, prefetch_keys, n);
+	CN_STAT_ADD(s->st, prefetch_l1_keys, have);
+	s->state = RX_HDR;
+	if (have < n && l2_retrieve(s, e, n, keys, 4))
+		return;
+	tx_push(s, e, CN_OP_PREFETCH, 0, CN_OK, 8 + 4 * n);
 }
 
 static void do_delete(struct sess *s, uint32_t n, const struct cn_key *keys)
@@ -540,6 +595,7 @@ static void store_finish(struct sess *s)
 		if (e)
 			cn_put_le32(e->meta + 8 + 4 * i, (uint32_t)it->status);
 	}
+	l2_write_through(s, s->items, n);
 	s->nitems = 0;
 	if (e == NULL)
 		return;
@@ -685,6 +741,8 @@ static void rreq_finish(struct sess *s, struct rreq *r)
 		}
 		cn_put_le32(meta + 4 * i, (uint32_t)it->status);
 	}
+	if (r->opcode == CN_OP_STORE)
+		l2_write_through(s, r->it, r->n);
 	if (r->opcode == CN_OP_RETRIEVE) {
 		CN_STAT_ADD(s->st, retrieve_hits, hits);
 		CN_STAT_ADD(s->st, retrieve_bytes, bytes);
@@ -921,6 +979,7 @@ static int on_header(struct sess *s, const uint8_t *raw)
 	case CN_OP_LOOKUP:
 	case CN_OP_RETRIEVE:
 	case CN_OP_DELETE:
+	case CN_OP_PREFETCH:
 		if (plen > keys_max)
 			return fatal(s, CN_E_TOOBIG, "key batch over the node's max keys");
 		s->meta_need = plen;
@@ -979,6 +1038,9 @@ static void on_key_batch(struct sess *s, const uint8_t *p)
 			rdma_retrieve_begin(s, n, p);
 		else
 			do_retrieve(s, n, keys);
+		break;
+	case CN_OP_PREFETCH:
+		do_prefetch(s, n, keys);
 		break;
 	default:
 		do_delete(s, n, keys);
@@ -1051,6 +1113,8 @@ static void sess_process(struct sess *s)
 			return; /* resumed from tx_done() */
 		switch (s->state) {
 		case RX_HDR:
+			if (s->l2_req != NULL)
+				goto out; /* resumed from async_done() */
 			if (avail < CN_PROTO_HDR_LEN)
 				goto out;
 			/* resumed from rdma_done() once nothing is in flight */
@@ -1117,9 +1181,432 @@ out:
 		s->rx_off = s->rx_len = 0;
 }
 
+/* ---- L2: misses asked of their owner peers, stores copied to them ----
+ *
+ * A RETRIEVE or LOOKUP whose keys miss in L1 and are owned by a live peer
+ * (cn_l2_owner(), not in back-off) becomes a job for the L2 threads. Its
+ * reply is built as far as L1 allows, queued and held (as an RDMA request's
+ * is), and the session reads nothing more: the next frame waits, like an
+ * RDMA barrier, so requests still run in order. The job comes back through
+ * the transport's wake handle to sess_async_done() on this worker, which
+ * stores fetched chunks into L1 (store_begin / memcpy / commit: the L2
+ * thread fetched into a malloc'd buffer, so no L1 slot is held across the
+ * network), pins them, completes the reply and releases it. A key whose
+ * peer is down, failed or does not have it is a miss (CN_E_NOENT), never
+ * an error. Sessions of peer nodes (local_only) and sessions without a wake
+ * handle never go to L2.
+ *
+ * Write-through: after a STORE commits, each chunk owned by a live peer is
+ * pinned and a CN_L2_PUT job sends it from the pinned slab; the reply does
+ * not wait. When the job comes back the worker unpins (also when the
+ * session has closed meanwhile: the job carries the session context).
+ * A full queue drops the copy (counted: put_dropped).
+ */
+
+static bool l2_on(const struct sess *s)
+{
+	return s->ctx->l2 != NULL && s->wake != NULL && !s->local_only &&
+	       cn_l2_active(s->ctx->l2);
+}
+
+static void job_link(struct sess *s, struct cn_l2_job *j)
+{
+	j->sprev = NULL;
+	j->snext = s->jobs;
+	if (s->jobs)
+		s->jobs->sprev = j;
+	s->jobs = j;
+}
+
+static void job_unlink(struct sess *s, struct cn_l2_job *j)
+{
+	if (j->sprev)
+		j->sprev->snext = j->snext;
+	else
+		s->jobs = j->snext;
+	if (j->snext)
+		j->snext->sprev = j->sprev;
+}
+
+/* A job of this session's, to run on the L2 threads and come back here. */
+static struct cn_l2_job *job_new(struct sess *s, enum cn_l2_op op, uint32_t n)
+{
+	struct cn_l2_job *j = cn_l2_job_alloc(n);
+
+	if (j == NULL)
+		return NULL;
+	j->op = op;
+	j->wake = *s->wake;
+	j->async.conn = s->wake->conn;
+	j->sess = s;
+	j->ctx = s->ctx;
+	j->core = s->core;
+	j->req_id = s->hdr.req_id;
+	j->req_op = s->hdr.opcode;
+	return j;
+}
+
+static enum cn_tel_op job_tel_op(const struct cn_l2_job *j)
+{
+	return j->op == CN_L2_FETCH ? CN_TEL_OP_l2_fetch
+	       : j->op == CN_L2_LOOKUP ? CN_TEL_OP_l2_lookup
+				       : CN_TEL_OP_l2_put;
+}
+
+/* Hand @j to the L2 threads; on success it is linked to the session. 0 or -errno. */
+static int job_submit(struct sess *s, struct cn_l2_job *j)
+{
+	int r;
+
+	j->sid = cn_engine_span_begin(s->ctx->engine, s->core, job_tel_op(j), j->n);
+	r = cn_l2_submit(s->ctx->l2, j);
+	if (r < 0) {
+		cn_engine_span_end(s->ctx->engine, s->core, job_tel_op(j), j->sid, 0, 0, r);
+		return r;
+	}
+	job_link(s, j);
+	return 0;
+}
+
+/*
+ * The owner of @key if it is a peer worth asking (up), else CN_L2_SELF. A
+ * key of a peer in back-off is counted there and answered as a miss.
+ */
+static uint16_t l2_peer_of(struct sess *s, const struct cn_key *key)
+{
+	uint16_t o = cn_l2_owner(s->ctx->l2, key);
+
+	if (o != CN_L2_SELF && cn_l2_peer_down(s->ctx->l2, o)) {
+		cn_l2_peer_skip(s->ctx->l2, o, 1);
+		return CN_L2_SELF;
+	}
+	return o;
+}
+
+/*
+ * RETRIEVE reply @e (n entries filled from L1, L1 hits pinned in e->refs in
+ * key order) has misses: ask their owners. true if a job went out (the
+ * reply is then queued, held, and finished by l2_retrieve_done()).
+ */
+static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
+			uint32_t stride)
+{
+	struct cn_l2_job *j;
+	uint32_t k = 0;
+
+	if (!l2_on(s))
+		return false;
+	j = job_new(s, CN_L2_FETCH, n);
+	if (j == NULL)
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		uint16_t o;
+
+		if (cn_get_le32(e->meta + 8 + stride * i) != (uint32_t)CN_E_NOENT)
+			continue;
+		o = l2_peer_of(s, &keys[i]);
+		if (o == CN_L2_SELF)
+			continue;
+		j->it[k] = (struct cn_l2_item){.key = keys[i], .peer = o, .idx = i};
+		k++;
+	}
+	j->n = k;
+	if (k == 0 || job_submit(s, j) < 0) {
+		free(j);
+		return false;
+	}
+	j->user = e;
+	s->l2_req = j;
+	CN_STAT_INC(s->st, l2_waits);
+	e->held = true;
+	tx_push(s, e, s->hdr.opcode, 0, CN_OK, 8 + stride * n);
+	return true;
+}
+
+/* LOOKUP reply @e: keys [prefix, n) are not in L1 as a prefix; ask the owners. */
+static bool l2_lookup(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
+		      uint32_t prefix)
+{
+	struct cn_l2_job *j;
+	uint32_t asked = 0;
+
+	if (!l2_on(s))
+		return false;
+	j = job_new(s, CN_L2_LOOKUP, n - prefix);
+	if (j == NULL)
+		return false;
+	/* every key from the first miss on: those owned here are looked at again in L1 */
+	for (uint32_t i = prefix; i < n; i++) {
+		uint16_t o = l2_peer_of(s, &keys[i]);
+
+		j->it[i - prefix] = (struct cn_l2_item){.key = keys[i], .peer = o, .idx = i};
+		asked += o != CN_L2_SELF;
+	}
+	j->n = n - prefix;
+	if (asked == 0 || job_submit(s, j) < 0) {
+		free(j);
+		return false;
+	}
+	j->user = e;
+	s->l2_req = j;
+	CN_STAT_INC(s->st, l2_waits);
+	e->held = true;
+	tx_push(s, e, CN_OP_LOOKUP, 0, CN_OK, 8 + n);
+	return true;
+}
+
+/* Rebuild a held reply's iovecs and header after its refs or meta changed. */
+static void tx_refresh(struct sess *s, struct tx_ent *e, uint64_t req_id, uint8_t op,
+		       uint32_t meta_len)
+{
+	struct cn_proto_hdr h;
+	uint64_t body = meta_len;
+	size_t old = e->total;
+
+	e->iov[0] = (struct iovec){e->hdr, CN_PROTO_HDR_LEN};
+	e->iov[1] = (struct iovec){e->meta, meta_len};
+	e->niov = 2;
+	for (unsigned i = 0; i < e->nrefs; i++) {
+		e->iov[e->niov++] = (struct iovec){e->refs[i].data, e->refs[i].len};
+		body += e->refs[i].len;
+	}
+	cn_proto_hdr_init(&h, op, CN_F_RESPONSE, req_id, (uint32_t)body, CN_OK);
+	cn_proto_hdr_encode(&h, e->hdr);
+	e->total = CN_PROTO_HDR_LEN + body;
+	s->tx_bytes = s->tx_bytes - old + e->total;
+}
+
+/*
+ * Put a fetched chunk into L1 and pin it. The chunk may have been stored
+ * meanwhile (-EEXIST): then the stored copy is pinned. 0 or -errno.
+ */
+static int l2_fill(struct sess *s, const struct cn_l2_item *it, struct cn_l1_ref *ref)
+{
+	struct cn_engine *eng = s->ctx->engine;
+	struct cn_l1_ref w;
+	int r = cn_engine_store_begin(eng, s->core, &it->key, it->len, &w);
+
+	if (r == 0) {
+		memcpy(w.data, it->data, it->len);
+		r = cn_engine_store_commit(eng, s->core, &w);
+	}
+	if (r == 0 || r == -EEXIST) {
+		CN_L2_COUNT(s->ctx->l2, fills, r == 0);
+		r = cn_engine_retrieve_pin(eng, s->core, &it->key, ref);
+	}
+	if (r < 0)
+		CN_L2_COUNT(s->ctx->l2, fill_failed, 1);
+	return r;
+}
+
+static void l2_retrieve_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e)
+{
+	uint32_t n = cn_get_le32(e->meta);
+	struct cn_l1_ref *refs = malloc(n * sizeof(*refs));
+	uint64_t body = 8 + 8ull * n, bytes = 0;
+	uint32_t old = 0, k = 0, got = 0;
+
+	for (unsigned i = 0; i < e->nrefs; i++)
+		body += e->refs[i].len;
+	for (uint32_t i = 0; i < n && refs != NULL; i++) {
+		uint8_t *d = e->meta + 8 + 8 * i;
+		struct cn_l2_item *it = k < j->n && j->it[k].idx == i ? &j->it[k++] : NULL;
+
+		if (cn_get_le32(d) == CN_OK) {
+			refs[got++] = e->refs[old++]; /* an L1 hit, in key order */
+			continue;
+		}
+		if (it == NULL || it->status != CN_OK || it->data == NULL)
+			continue;
+		if (body + it->len > s->ctx->max_frame ||
+		    l2_fill(s, it, &refs[got]) < 0)
+			continue; /* stays a miss */
+		body += refs[got].len;
+		bytes += refs[got].len;
+		cn_put_le32(d, CN_OK);
+		cn_put_le32(d + 4, refs[got].len);
+		got++;
+	}
+	if (refs != NULL) {
+		/* e->refs has room for n (batch_reply) */
+		memcpy(e->refs, refs, got * sizeof(*refs));
+		e->nrefs = got;
+		CN_STAT_ADD(s->st, retrieve_hits, got - old);
+		CN_STAT_ADD(s->st, retrieve_l2_hits, got - old);
+		CN_STAT_ADD(s->st, retrieve_bytes, bytes);
+	}
+	free(refs);
+	for (uint32_t i = 0; i < j->n; i++)
+		free(j->it[i].data);
+	tx_refresh(s, e, j->req_id, CN_OP_RETRIEVE, 8 + 8 * n);
+	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_fetch, j->sid, got - old, bytes, 0);
+}
+
+/* PREFETCH: fill L1 with what came back; nothing is sent but the statuses. */
+static void l2_prefetch_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e)
+{
+	uint32_t n = cn_get_le32(e->meta), got = 0;
+	uint64_t bytes = 0;
+
+	for (uint32_t k = 0; k < j->n; k++) {
+		struct cn_l2_item *it = &j->it[k];
+		struct cn_l1_ref ref;
+
+		if (it->status == CN_OK && it->data != NULL && l2_fill(s, it, &ref) == 0) {
+			cn_engine_unpin(s->ctx->engine, s->core, &ref);
+			cn_put_le32(e->meta + 8 + 4 * it->idx, CN_OK);
+			bytes += it->len;
+			got++;
+		}
+		free(it->data);
+	}
+	CN_STAT_ADD(s->st, prefetch_l2_keys, got);
+	tx_refresh(s, e, j->req_id, CN_OP_PREFETCH, 8 + 4 * n);
+	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_fetch, j->sid, got, bytes, 0);
+}
+
+static void l2_lookup_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e)
+{
+	struct cn_l1 *l1 = cn_engine_l1(s->ctx->engine);
+	uint32_t n = cn_get_le32(e->meta), prefix = n - j->n, l2keys = 0;
+
+	for (uint32_t k = 0; k < j->n; k++) {
+		const struct cn_l2_item *it = &j->it[k];
+		uint8_t tier;
+
+		if (cn_l1_contains(l1, s->core, &it->key))
+			tier = CN_TIER_L1;
+		else if (it->present)
+			tier = CN_TIER_L2;
+		else
+			break;
+		e->meta[8 + it->idx] = tier;
+		l2keys += tier == CN_TIER_L2;
+		prefix++;
+	}
+	cn_put_le32(e->meta + 4, prefix);
+	CN_STAT_ADD(s->st, lookup_prefix_keys, prefix);
+	CN_STAT_ADD(s->st, lookup_l2_keys, l2keys);
+	tx_refresh(s, e, j->req_id, CN_OP_LOOKUP, 8 + n);
+	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_lookup, j->sid, l2keys, 0, 0);
+}
+
+/* The pinned chunks a CN_L2_PUT job sends; freed when it comes back. */
+struct put_pins {
+	uint32_t n;
+	struct cn_l1_ref ref[];
+};
+
+static void l2_write_through(struct sess *s, struct store_item *items, uint32_t n)
+{
+	struct cn_l1 *l1;
+	struct cn_l2_job *j = NULL;
+	struct put_pins *pp = NULL;
+	uint32_t k = 0;
+
+	if (s->ctx->l2 == NULL || s->local_only || !cn_l2_active(s->ctx->l2) ||
+	    cn_l2_write_mode(s->ctx->l2) != CN_L2_WRITE_THROUGH)
+		return;
+	l1 = cn_engine_l1(s->ctx->engine);
+	for (uint32_t i = 0; i < n; i++) {
+		struct store_item *it = &items[i];
+		uint16_t o;
+
+		if (it->status != CN_OK)
+			continue;
+		o = l2_peer_of(s, &it->key);
+		if (o == CN_L2_SELF)
+			continue;
+		if (s->wake == NULL) {
+			CN_L2_COUNT(s->ctx->l2, put_dropped, 1);
+			continue;
+		}
+		if (j == NULL) {
+			j = job_new(s, CN_L2_PUT, n);
+			pp = malloc(sizeof(*pp) + n * sizeof(pp->ref[0]));
+			if (j == NULL || pp == NULL)
+				goto drop;
+			pp->n = 0;
+		}
+		/* L1 directly: a write-through pin is not a RETRIEVE (no span, no trace record) */
+		if (cn_l1_pin(l1, s->core, &it->key, &pp->ref[pp->n]) < 0)
+			continue; /* deleted or evicted already */
+		j->it[k] = (struct cn_l2_item){.key = it->key, .peer = o, .idx = i,
+					       .data = pp->ref[pp->n].data,
+					       .len = pp->ref[pp->n].len};
+		pp->n++;
+		k++;
+	}
+	if (j == NULL)
+		return;
+	j->n = k;
+	j->user = pp;
+	if (k > 0 && job_submit(s, j) == 0) {
+		CN_STAT_ADD(s->st, l2_puts, k);
+		return;
+	}
+drop:
+	for (uint32_t i = 0; pp != NULL && i < pp->n; i++)
+		cn_l1_unpin(cn_engine_l1(s->ctx->engine), s->core, &pp->ref[i]);
+	free(pp);
+	free(j);
+}
+
+/*
+ * A job came back from the L2 threads (on this worker). Returns 1 (the
+ * connection is serviced), 0 (orphaned: freed), or -EPROTO.
+ */
+static int sess_async_done(struct cn_async *a)
+{
+	struct cn_l2_job *j = (struct cn_l2_job *)a;
+	struct cn_session_ctx *ctx = j->ctx;
+	struct sess *s = j->sess;
+	struct tx_ent *e = j->user;
+
+	if (j->op == CN_L2_PUT) {
+		struct put_pins *pp = j->user;
+		uint64_t bytes = 0;
+		uint32_t ok = 0;
+
+		for (uint32_t i = 0; i < j->n; i++) {
+			ok += j->it[i].status == CN_OK || j->it[i].status == CN_E_EXIST;
+			bytes += j->it[i].len;
+		}
+		for (uint32_t i = 0; i < pp->n; i++)
+			cn_l1_unpin(cn_engine_l1(ctx->engine), j->core, &pp->ref[i]);
+		free(pp);
+		cn_engine_span_end(ctx->engine, j->core, CN_TEL_OP_l2_put, j->sid, ok, bytes,
+				   ok == j->n ? 0 : -EIO);
+	} else if (j->orphaned) {
+		for (uint32_t i = 0; j->op == CN_L2_FETCH && i < j->n; i++)
+			free(j->it[i].data);
+		cn_engine_span_end(ctx->engine, j->core, job_tel_op(j), j->sid, 0, 0,
+				   -ECONNABORTED);
+	} else {
+		s->l2_req = NULL;
+		if (j->op == CN_L2_FETCH && j->req_op == CN_OP_PREFETCH)
+			l2_prefetch_done(s, j, e);
+		else if (j->op == CN_L2_FETCH)
+			l2_retrieve_done(s, j, e);
+		else
+			l2_lookup_done(s, j, e);
+		e->held = false;
+	}
+	if (j->orphaned) {
+		free(j);
+		return 0;
+	}
+	job_unlink(s, j);
+	free(j);
+	if (s->l2_req == NULL)
+		sess_process(s); /* frames staged behind the request */
+	return s->state == RX_DEAD ? -EPROTO : 1;
+}
+
 /* ---- struct cn_session_ops ---- */
 
-static void *sess_open(void *arg, unsigned worker, const char *peer, unsigned flags)
+static void *sess_open(void *arg, unsigned worker, const char *peer, unsigned flags,
+		       const struct cn_wake *wake)
 {
 	struct cn_session_ctx *ctx = arg;
 	struct sess *s = calloc(1, sizeof(*s));
@@ -1135,6 +1622,7 @@ static void *sess_open(void *arg, unsigned worker, const char *peer, unsigned fl
 		return NULL;
 	}
 	s->rdma = flags & CN_SESS_RDMA;
+	s->wake = wake;
 	s->ctx = ctx;
 	s->core = worker;
 	s->st = &ctx->stats[worker];
@@ -1198,6 +1686,8 @@ static bool sess_rx_paused(void *sp)
 
 	if (s->state == RX_DEAD || s->state == RX_WAIT)
 		return true;
+	if (s->l2_req != NULL && s->state == RX_HDR)
+		return true; /* a request waits for the L2 tier: later frames wait too */
 	/* Never pause in the middle of a payload: the chunk's bytes must keep flowing. */
 	if (s->state != RX_HDR)
 		return false;
@@ -1278,6 +1768,14 @@ static void sess_close(void *sp, int err)
 		free(r); /* its reply is in the output FIFO, freed below */
 	}
 	free(s->wait_req); /* parsed only: holds no slab */
+	/* jobs still on the L2 threads: the worker frees them when they come back */
+	for (struct cn_l2_job *j = s->jobs; j != NULL; j = j->snext) {
+		j->orphaned = true;
+		j->sess = NULL;
+		j->user = j->op == CN_L2_PUT ? j->user : NULL; /* the reply goes below */
+	}
+	s->jobs = NULL;
+	s->l2_req = NULL;
 	while (s->tx_head) {
 		struct tx_ent *e = s->tx_head;
 		s->tx_head = e->next;
@@ -1296,7 +1794,7 @@ static bool sess_idle(void *sp)
 
 	/* bytes of a next frame already staged mean a request has begun */
 	return (s->state == RX_HDR || s->state == RX_DEAD) && s->nitems == 0 &&
-	       s->rq_head == NULL && s->wait_req == NULL && s->tx_head == NULL &&
+	       s->l2_req == NULL && s->rq_head == NULL && s->wait_req == NULL && s->tx_head == NULL &&
 	       (s->state == RX_DEAD || s->rx_off == s->rx_len);
 }
 
@@ -1382,4 +1880,5 @@ const struct cn_session_ops cn_session_ops = {
 	.idle = sess_idle,
 	.rdma_next = sess_rdma_next,
 	.rdma_done = sess_rdma_done,
+	.async_done = sess_async_done,
 };

@@ -21,7 +21,11 @@
  *      "registry": {is_healthy, reason, enabled, redis, auth, cluster, key, heartbeat_ms,
  *                   timeout_ms, connected, last_ok_age_ms, last_error, live_nodes,
  *                   "peers": [{node_id, address, transport, health, ...}],
- *                   "counters": {CN_REG_METRICS}}}}
+ *                   "counters": {CN_REG_METRICS}},
+ *      "l2": {is_healthy, reason, enabled, source, owner, write, timeout_ms, members,
+ *             peers_down, "counters": {CN_L2_METRICS},
+ *             "peers": [{id, addr, transport, member, up, down_ms_left, fails,
+ *                        last_error, "counters": {CN_L2_PEER_METRICS}}]}}}
  *
  * Health rules. Each is stateless (it reads the levels of this moment, so
  * two readers never disagree and nothing has to remember the last call):
@@ -41,6 +45,11 @@
  *   registry    --redis given, and not          "cannot reach redis://...: <error>; last
  *               connected, or no heartbeat      heartbeat written N ms ago", "no heartbeat
  *               written for 2 heartbeats        written for N ms (Redis slow?)"
+ *   l2          every member peer is in its     "all N peers are down (last: ...)": no
+ *               back-off (and there is one)     key owned by a peer can be served; one
+ *                                               peer down is not a node problem: it is
+ *                                               reported per peer (up: false), its keys
+ *                                               are misses
  *   engine      any child unhealthy             the child's reason, prefixed "l1: "
  *   (root)      engine, transport or telemetry  the first one's path: "engine.l1: ..."
  *               unhealthy
@@ -279,6 +288,57 @@ static json_t *transport_json(struct tree *t, const struct cn_node *nd, struct h
 	return o;
 }
 
+static json_t *l2_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	json_t *o = component(t), *peers = json_array();
+	struct cn_l2_stats st = {0};
+	unsigned np = nd->l2 ? cn_l2_npeers(nd->l2) : 0, members = 0, down = 0;
+	char last[192] = "";
+
+	put(t, o, "enabled", json_boolean(nd->l2 != NULL));
+	put(t, o, "source", json_string(nd->l2 ? cn_l2_source_name(nd->l2) : ""));
+	/* false: the source does not list this node, it owns no keys */
+	put(t, o, "owner", json_boolean(nd->l2 != NULL && cn_l2_self_member(nd->l2)));
+	put(t, o, "write", json_string(nd->cfg.l2_write_through ? "through" : "none"));
+	put_u64(t, o, "timeout_ms", nd->cfg.l2_timeout);
+	for (unsigned i = 0; i < np; i++) {
+		struct cn_l2_peer_view v;
+		json_t *p = json_object();
+
+		if (cn_l2_peer_get(nd->l2, i, &v) < 0)
+			continue;
+		members += v.member;
+		if (v.member && v.down) {
+			down++;
+			snprintf(last, sizeof(last), "%.64s: %.96s", v.info.id, v.last_error);
+		}
+		put(t, p, "id", json_string(v.info.id));
+		put(t, p, "addr", json_string(v.info.addr));
+		put(t, p, "transport", json_string(v.info.transport));
+		put(t, p, "member", json_boolean(v.member));
+		put(t, p, "up", json_boolean(!v.down));
+		put_u64(t, p, "down_ms_left", v.down_ms_left);
+		put_u64(t, p, "fails", v.fails);
+		put(t, p, "last_error", json_string(v.last_error));
+		put(t, p, "counters",
+		    table_json(t, NULL, cn_l2_peer_metric_desc, cn_l2_peer_metric_count,
+			       (const uint64_t *)&v.st));
+		if (json_array_append_new(peers, p) < 0)
+			t->oom = true;
+	}
+	if (members > 0 && down == members)
+		fail(h, "all %u peers are down (last: %s)", members, last);
+	put_u64(t, o, "members", members);
+	put_u64(t, o, "peers_down", down);
+	if (nd->l2)
+		cn_l2_get_stats(nd->l2, &st);
+	put(t, o, "counters",
+	    table_json(t, NULL, cn_l2_metric_desc, cn_l2_metric_count, (const uint64_t *)&st));
+	put(t, o, "peers", peers);
+	seal(t, o, h);
+	return o;
+}
+
 /* {count, p50_us, ...} per op that has spans; quantiles are bucket upper bounds. */
 static json_t *latency_json(struct tree *t, const struct cn_tel *tel)
 {
@@ -439,7 +499,7 @@ json_t *cn_node_status(struct cn_node *nd)
 {
 	struct tree t = {.oom = false};
 	struct health root = {.ok = true}, eh = {.ok = true}, th = {.ok = true},
-		      mh = {.ok = true}, rh = {.ok = true};
+		      mh = {.ok = true}, rh = {.ok = true}, lh = {.ok = true};
 	json_t *o = component(&t), *kids = json_object();
 
 	put(&t, o, "node", node_json(&t, nd));
@@ -447,9 +507,11 @@ json_t *cn_node_status(struct cn_node *nd)
 	put(&t, kids, "transport", transport_json(&t, nd, &th));
 	put(&t, kids, "telemetry", telemetry_json(&t, nd, &mh));
 	put(&t, kids, "registry", registry_json(&t, nd, &rh));
+	put(&t, kids, "l2", l2_json(&t, nd, &lh));
 	inherit(&root, "engine", &eh);
 	inherit(&root, "transport", &th);
 	inherit(&root, "telemetry", &mh);
+	inherit(&root, "l2", &lh);
 	/* not the registry: see the health rules above */
 	put(&t, o, "components", kids);
 	seal(&t, o, &root);

@@ -73,6 +73,13 @@
 	  "transport counter (u64, e.g. `bytes_rx`) and every RDMA verbs counter as "              \
 	  "`verbs_<name>` (zero under tcp); summed over workers, or with a param that worker's "   \
 	  "plus `worker`")                                                                         \
+	X(l2, "none, or a peer index (`/cachenode/l2,0`)",                                         \
+	  "L2 tier: source, write mode, counters, peers up/down; /cachenode/l2,<i>: one peer",     \
+	  "without a param: dict `enabled` (0/1), `source`, `owner` (0/1: this node owns keys), " \
+	  "`write`, `timeout_ms`, `members`, "                                                     \
+	  "`peers_down`, every node-wide L2 counter (u64), `peers` (`{\"<i>\": {id, up, "        \
+	  "member}}`); with a peer index: `index`, `id`, `addr`, `transport`, `member`, `up`, "   \
+	  "`down_ms_left`, `fails`, `last_error` and every per-peer counter")                     \
 	X(latency, "none, or an op name (`/cachenode/latency,store`)",                             \
 	  "per-op latency: /cachenode/latency,<op> (none: every op and its count)",                \
 	  "with an op: dict `op`, `count`, `min_ns`, `max_ns`, `mean_ns`, `p50_ns`, `p90_ns`, "    \
@@ -572,6 +579,85 @@ static int cmd_transport(void *ctx, const char *params, struct rte_tel_data *d)
 		add_u64(d, "worker", w0);
 	r = add_table(d, "", cn_transport_metric_desc, N_TPORT, v);
 	return r < 0 ? r : add_table(d, "verbs_", cn_verbs_metric_desc, N_VERBS, vv);
+}
+
+/* ---- /cachenode/l2 ---- */
+
+#define N_L2	 (0 CN_L2_METRICS(ROW_COUNT))
+#define N_L2PEER (0 CN_L2_PEER_METRICS(ROW_COUNT))
+/* the summary: 6 fields, the table, and per peer a 3-entry dict (id up to 64 bytes) */
+#define L2_COST                                                                                    \
+	(7 * ENTRY_COST(sizeof("peers_down") - 1 + 16) + (0 CN_L2_METRICS(ROW_COST)) +             \
+	 CN_L2_MAX_PEERS * (ENTRY_COST(4) + ENTRY_COST(2 + CN_PROTO_MAX_NAME) + 2 * ENTRY_COST(6)))
+_Static_assert(L2_COST <= REPLY_BUDGET, "/cachenode/l2: worst case over 16 KiB");
+_Static_assert(N_L2 + 8 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/l2 dict");
+_Static_assert(N_L2PEER + 9 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/l2,<i> dict");
+
+static int cmd_l2(void *ctx, const char *params, struct rte_tel_data *d)
+{
+	struct cn_node *nd = ctx;
+	struct cn_l2_stats st = {0};
+	struct cn_l2_peer_view v;
+	struct rte_tel_data *peers;
+	unsigned long first = 0, count = 0;
+	unsigned np, members = 0, down = 0;
+	int r;
+
+	if (nd == NULL)
+		return -ENODEV;
+	np = nd->l2 ? cn_l2_npeers(nd->l2) : 0;
+	rte_tel_data_start_dict(d);
+	if (!no_params(params)) {
+		if (parse_page(params, &first, &count) < 0 || count != 0 || first >= np ||
+		    cn_l2_peer_get(nd->l2, (unsigned)first, &v) < 0)
+			return -EINVAL;
+		add_u64(d, "index", first);
+		add_str(d, "id", v.info.id);
+		add_str(d, "addr", v.info.addr);
+		add_str(d, "transport", v.info.transport);
+		add_u64(d, "member", v.member);
+		add_u64(d, "up", !v.down);
+		add_u64(d, "down_ms_left", v.down_ms_left);
+		add_u64(d, "fails", v.fails);
+		add_str(d, "last_error", v.last_error);
+		return add_table(d, "", cn_l2_peer_metric_desc, N_L2PEER, (const uint64_t *)&v.st);
+	}
+	peers = new_dict();
+	if (peers == NULL)
+		return -ENOMEM;
+	for (unsigned i = 0; i < np; i++) {
+		struct rte_tel_data *p;
+		char key[16];
+
+		if (cn_l2_peer_get(nd->l2, i, &v) < 0)
+			continue;
+		members += v.member;
+		down += v.member && v.down;
+		p = new_dict();
+		if (p == NULL)
+			break;
+		add_str(p, "id", v.info.id);
+		add_u64(p, "up", !v.down);
+		add_u64(p, "member", v.member);
+		snprintf(key, sizeof(key), "%u", i);
+		if (add_child(peers, key, p) < 0)
+			break;
+	}
+	if (nd->l2)
+		cn_l2_get_stats(nd->l2, &st);
+	add_u64(d, "enabled", nd->l2 != NULL);
+	add_str(d, "source", nd->l2 ? cn_l2_source_name(nd->l2) : "");
+	add_u64(d, "owner", nd->l2 != NULL && cn_l2_self_member(nd->l2));
+	add_str(d, "write", nd->cfg.l2_write_through ? "through" : "none");
+	add_u64(d, "timeout_ms", nd->cfg.l2_timeout);
+	add_u64(d, "members", members);
+	add_u64(d, "peers_down", down);
+	r = add_table(d, "", cn_l2_metric_desc, N_L2, (const uint64_t *)&st);
+	if (r < 0) {
+		rte_tel_data_free(peers);
+		return r;
+	}
+	return add_child(d, "peers", peers);
 }
 
 /* ---- /cachenode/latency ---- */

@@ -161,6 +161,26 @@ for round in 1 2 3 4; do
 	wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
 done
 
+# L2 hit vs L1 hit, same run. Two fresh nodes; the --peer list (the same on both) names only P,
+# so P owns every key and Q owns none. The key set is stored through P (--prefill-node), then
+# retrieved once each through Q: every request is an L2 hit (fetched from P over tcp into Q's
+# L1, then served). The same keys retrieved through Q again are L1 hits.
+NL2=${BENCH_COUNT_L2:-512}
+p_port=$(free_port)
+"$NODE" --listen 127.0.0.1:"$p_port" --node-id l2-p --l1-size 2G --max-chunk 2M --workers 2 \
+	--http off --peer "l2-p@127.0.0.1:$p_port" >"$work/l2-p.log" 2>&1 &
+pids+=($!)
+start_node l2-q --peer "l2-p@127.0.0.1:$p_port"
+wait_port "$p_port"
+cn_port=$node_port
+l2args="--op retrieve --size 1M --keyspace $((NL2 / CONNS)) --count $((NL2 / CONNS * CONNS)) --depth 1 --conns $CONNS --tag l2 --verify"
+# shellcheck disable=SC2086
+run_cn "L2 hit: retrieve 1M from a peer" --prefill-node "127.0.0.1:$p_port" $l2args
+# shellcheck disable=SC2086
+run_cn "L1 hit: retrieve 1M, same keys" $l2args
+kill "${pids[-1]}" "${pids[-2]}"
+wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
+
 echo "$BUILD/tools/cachenode-tel-microbench --json" >>"$cmds"
 "$BUILD"/tools/cachenode-tel-microbench --json | tail -n 1 >"$work/micro.json"
 
@@ -231,6 +251,11 @@ try:
                f"{m['ns_per_event_disabled']:.1f} ns disabled | {30/m['ns_per_event']:.2f}x headroom |")
 except Exception as ex:
     out.append(f"| event emission <= 30 ns | not measured ({ex}) | - |")
+l2, l1 = by.get("L2 hit: retrieve 1M from a peer"), by.get("L1 hit: retrieve 1M, same keys")
+if l2 and l1 and l1["gbytes_per_s"]:
+    out.append(f"| retrieve 1 MiB, L2 hit (peer, tcp) vs L1 hit | {l2['gbytes_per_s']:.2f} vs "
+               f"{l1['gbytes_per_s']:.2f} GB/s, p50 {l2['p50_us']:.0f} vs {l1['p50_us']:.0f} us | "
+               f"{l2['gbytes_per_s']/l1['gbytes_per_s']:.2f}x |")
 lk = by.get("lookup 32 keys/req")
 if lk:
     out.append(f"| lookup, 32 keys/request >= 200,000 req/s | {lk['req_per_s']:,.0f} req/s (depth 16) | "

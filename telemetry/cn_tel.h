@@ -51,8 +51,10 @@
 	X(retrieve, "one chunk: pin, send, unpin")                                               \
 	X(delete, "DELETE of one key")                                                           \
 	X(evict, "eviction (POINT events)")                                                      \
-	X(l2_fetch, "fetch from an L2 peer")                                                     \
-	X(gpu_copy, "copy between GPU and L1")
+	X(l2_fetch, "RETRIEVE of L1 misses from their owner peers, until the chunks are in L1") \
+	X(gpu_copy, "copy between GPU and L1")                                                   \
+	X(l2_lookup, "LOOKUP of the keys missing in L1 at their owner peers")                    \
+	X(l2_put, "write-through copy of stored chunks to their owner peers")
 
 enum cn_tel_op {
 #define X(n, h) CN_TEL_OP_##n,

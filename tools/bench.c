@@ -59,6 +59,7 @@ static const char *const op_names[] = {"store", "retrieve", "mixed", "lookup"};
 
 struct bench_cfg {
 	const char *node;
+	const char *prefill_node; /* NULL = node */
 	enum bench_op op;
 	uint32_t size;
 	uint64_t count;	  /* requests in all, over every connection; 0 with duration */
@@ -93,6 +94,7 @@ struct bench_conn {
 	const struct bench_cfg *cfg;
 	unsigned id;
 	struct cn_client *c;
+	struct cn_client *pc; /* --prefill-node: the prefill phase's connection */
 	pthread_barrier_t *barrier;
 	pthread_t thr;
 	struct bench_slot *slots;
@@ -184,6 +186,8 @@ static void usage(FILE *f)
 		"      --keyspace N         keys per connection that retrieve/mixed/lookup read;\n"
 		"                           they are stored first, untimed (default: what fits\n"
 		"                           in a quarter of the node's L1)\n"
+		"      --prefill-node ADDR  store the key set through this node instead (retrieve\n"
+		"                           through --node then reads what an L2 peer holds)\n"
 		"  -w, --warmup             an untimed pass before measuring\n"
 		"  -V, --verify             check retrieved bytes (3 windows of every chunk,\n"
 		"                           all bytes of 1 reply in %u)\n"
@@ -349,6 +353,7 @@ static void conn_free(struct bench_conn *bc)
 {
 	/* first: closing deregisters the buffers freed below */
 	cn_client_close(&bc->c);
+	cn_client_close(&bc->pc);
 	for (unsigned i = 0; bc->slots != NULL && i < bc->cfg->depth; i++) {
 		struct bench_slot *s = &bc->slots[i];
 
@@ -553,9 +558,14 @@ static void *conn_main(void *arg)
 	bc->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)bc->id << 32 | 1);
 	if (cfg->op != OP_STORE) {
 		/* Prefill: store the key set, kpr keys a request. */
+		struct cn_client *mine = bc->c;
+
 		ph = (struct bench_phase){.ns = 'k', .prefill = true,
 					  .target = cfg->keyspace / cfg->kpr};
+		if (bc->pc != NULL)
+			bc->c = bc->pc; /* the key set goes to another node (an L2 owner) */
 		run_phase(bc, &ph);
+		bc->c = mine;
 	}
 	if (!bc->fatal && cfg->warmup) {
 		uint64_t n = per / 10 > 2 * cfg->depth ? per / 10 : 2 * cfg->depth;
@@ -707,7 +717,7 @@ static bool raw_mode(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_KEYSPACE = 256, OPT_TAG, OPT_TRANSPORT, OPT_RDMA_DEV };
+	enum { OPT_KEYSPACE = 256, OPT_TAG, OPT_TRANSPORT, OPT_RDMA_DEV, OPT_PREFILL_NODE };
 	static const struct option longopts[] = {
 		{"node", required_argument, NULL, 'n'},
 		{"op", required_argument, NULL, 'o'},
@@ -718,6 +728,7 @@ int main(int argc, char **argv)
 		{"conns", required_argument, NULL, 'C'},
 		{"keys-per-req", required_argument, NULL, 'k'},
 		{"keyspace", required_argument, NULL, OPT_KEYSPACE},
+		{"prefill-node", required_argument, NULL, OPT_PREFILL_NODE},
 		{"warmup", no_argument, NULL, 'w'},
 		{"verify", no_argument, NULL, 'V'},
 		{"json", no_argument, NULL, 'j'},
@@ -830,6 +841,9 @@ int main(int argc, char **argv)
 				return bad_usage("bad --timeout '%s' (milliseconds)", optarg);
 			cfg.timeout_ms = (int)v;
 			break;
+		case OPT_PREFILL_NODE:
+			cfg.prefill_node = optarg;
+			break;
 		case OPT_TAG:
 			if (strlen(optarg) == 0 || strlen(optarg) >= sizeof(cfg.tag))
 				return bad_usage("bad --tag '%s' (1..%zu characters)", optarg,
@@ -892,6 +906,12 @@ int main(int argc, char **argv)
 		conns[i].barrier = &barrier;
 		if (cn_client_connect(cfg.node, &copts, &conns[i].c) < 0) {
 			fprintf(stderr, BENCH_NAME ": %s\n", cn_client_errmsg(conns[i].c));
+			goto out_conns;
+		}
+		if (cfg.prefill_node != NULL &&
+		    cn_client_connect(cfg.prefill_node, &copts, &conns[i].pc) < 0) {
+			fprintf(stderr, BENCH_NAME ": --prefill-node: %s\n",
+				cn_client_errmsg(conns[i].pc));
 			goto out_conns;
 		}
 	}

@@ -10,6 +10,7 @@
  *   lookup KEY...     prefix P of N
  *                     HEXKEY TIER                (one line per key; TIER none|l1|l2|gpu)
  *   del KEY           deleted HEXKEY
+ *   prefetch KEY...   HEXKEY in-l1|absent       (one line per key; exit 1 if any is absent)
  *   ping              pong NODE_ID RTT_US        (round trip in microseconds, 1 decimal)
  *   stat              the STATUS document, indented JSON
  *
@@ -68,6 +69,7 @@ static void usage(FILE *f)
 		"  put KEY FILE           store FILE (- for stdin) as one chunk under KEY\n"
 		"  get KEY FILE           write the chunk stored under KEY to FILE (- for stdout)\n"
 		"  lookup KEY...          how many leading KEYs are stored, and where each one is\n"
+		"  prefetch KEY...        bring KEYs into the node's L1 from their owner peers\n"
 		"  del KEY                delete KEY\n"
 		"  ping                   round trip time to the node\n"
 		"  stat                   the node's status document (JSON)\n"
@@ -96,7 +98,7 @@ static int node_err(struct cli *cli, const char *cmd, const char *arg)
 {
 	const char *msg = cn_client_errmsg(cli->c);
 	static const char *const ops[] = {"store", "retrieve", "lookup", "delete", "ping",
-					  "status"};
+					  "status", "prefetch"};
 
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		size_t n = strlen(ops[i]);
@@ -348,6 +350,40 @@ static int cmd_lookup(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
+static int cmd_prefetch(struct cli *cli, int argc, char **argv)
+{
+	char hex[2 * CN_KEY_LEN + 1];
+	struct cn_key *keys = calloc((size_t)argc, sizeof(*keys));
+	int32_t *st = calloc((size_t)argc, sizeof(*st));
+	int rc = 0, absent = 0;
+
+	if (keys == NULL || st == NULL) {
+		fprintf(stderr, CLI_NAME ": prefetch: out of memory\n");
+		rc = EXIT_NODE;
+		goto out;
+	}
+	for (int i = 0; i < argc; i++)
+		if (parse_key(argv[i], &keys[i])) {
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	rc = cn_client_prefetch(cli->c, keys, (uint32_t)argc, st);
+	if (rc < 0 && rc != -ENOENT) {
+		rc = node_err(cli, "prefetch", argc == 1 ? argv[0] : NULL);
+		goto out;
+	}
+	for (int i = 0; i < argc; i++) {
+		cn_key_format(&keys[i], hex);
+		printf("%s %s\n", hex, st[i] == CN_OK ? "in-l1" : "absent");
+		absent += st[i] != CN_OK;
+	}
+	rc = absent ? EXIT_NODE : 0;
+out:
+	free(keys);
+	free(st);
+	return rc;
+}
+
 static int cmd_del(struct cli *cli, int argc, char **argv)
 {
 	char hex[2 * CN_KEY_LEN + 1];
@@ -482,6 +518,7 @@ static const struct cli_cmd cmds[] = {
 	{"get", 2, 2, 1, "KEY FILE", cmd_get},
 	{"lookup", 1, INT_MAX, -1, "KEY...", cmd_lookup},
 	{"del", 1, 1, 1, "KEY", cmd_del},
+	{"prefetch", 1, INT_MAX, -1, "KEY...", cmd_prefetch},
 	{"ping", 0, 0, 0, "", cmd_ping},
 	{"stat", 0, 0, 0, "", cmd_stat},
 };

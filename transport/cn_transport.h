@@ -43,6 +43,37 @@ struct cn_rdma_op {
 };
 
 /*
+ * Async completions: how work that runs on another thread (an L2 fetch on a
+ * control-plane thread) gets back to the connection's worker.
+ *
+ * open() hands the session a wake handle. When the async work is done, the
+ * thread that did it calls wake.post(wake.worker, job): thread safe, never
+ * blocks (the transport pushes the job onto the worker's MPSC completion
+ * queue and writes the worker's eventfd). The worker pops it and calls the
+ * session module's async_done(job) on its own thread, then services the
+ * connection named by job->conn (flush, epoll interest) as after a read.
+ *
+ * Lifetime: a job is dereferenced only on the worker that owns the session
+ * (after the pop), never by the transport except for the link. A session
+ * closed with jobs outstanding marks them orphaned; async_done() of an
+ * orphaned job frees it and returns 0, and the transport then does not
+ * touch job->conn (the connection may be gone). Jobs still queued when the
+ * server is destroyed are passed to async_done() then (all orphaned by
+ * then), so nothing leaks. The thread doing the work must hand every job
+ * back, also on failure and on shutdown.
+ */
+struct cn_async {
+	struct cn_async *next; /* the transport's queue link */
+	void *conn;	       /* wake.conn of the session that made it */
+};
+
+struct cn_wake {
+	void (*post)(void *worker, struct cn_async *job); /* any thread */
+	void *worker;
+	void *conn;
+};
+
+/*
  * The server-side protocol session, one per connection. All calls for one
  * session come from the worker that owns the connection, one at a time.
  */
@@ -51,9 +82,13 @@ struct cn_session_ops {
 	 * A connection was accepted on @worker. @peer is "host:port" text;
 	 * @flags are CN_SESS_* (what the transport can do for the session).
 	 * Returns the session (owned by the session module until close()) or
-	 * NULL to refuse the connection (it is closed at once).
+	 * NULL to refuse the connection (it is closed at once). @wake is the
+	 * connection's completion path for async work, valid until close();
+	 * NULL when the transport has none (the session then does no async
+	 * work: L2 misses are plain misses).
 	 */
-	void *(*open)(void *arg, unsigned worker, const char *peer, unsigned flags);
+	void *(*open)(void *arg, unsigned worker, const char *peer, unsigned flags,
+		      const struct cn_wake *wake);
 	/*
 	 * Where the next received bytes go: up to *len bytes at *buf. *len is
 	 * never 0 while the session is reading.
@@ -108,6 +143,15 @@ struct cn_session_ops {
 	 */
 	int (*rdma_next)(void *sess, struct cn_rdma_op *ops, int max);
 	int (*rdma_done)(void *sess, unsigned n);
+
+	/*
+	 * An async job posted through the wake handle, on the owning worker.
+	 * Returns 1: the job's session took it (the transport services
+	 * job->conn now: flush, interest), 0: the job was orphaned and is freed
+	 * (job->conn must not be touched), or -errno: like rx_done() (flush,
+	 * then close job->conn).
+	 */
+	int (*async_done)(struct cn_async *job);
 };
 
 /* Per-worker transport counters. */

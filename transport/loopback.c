@@ -75,7 +75,8 @@ static int loop_connect(const struct cn_connect_cfg *cfg, struct cn_tconn **out)
 	if (c == NULL)
 		return -ENOMEM;
 	c->srv = srv;
-	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, 0, "loopback", 0);
+	/* synchronous, on the caller's thread: no async completion path */
+	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, 0, "loopback", 0, NULL);
 	if (c->sess == NULL) {
 		CN_STAT_INC(st, conns_refused);
 		free(c);

@@ -190,6 +190,8 @@ const char *cn_op_name(uint8_t op)
 		return "delete";
 	case CN_OP_STATUS:
 		return "status";
+	case CN_OP_PREFETCH:
+		return "prefetch";
 	case CN_OP_ERROR:
 		return "error";
 	}

@@ -53,6 +53,7 @@ struct tcp_conn {
 	bool lingering;		/* session gone, our side shut: discarding input until EOF */
 	uint64_t last_io_ms;	/* last time bytes moved either way */
 	uint64_t linger_until_ms;
+	struct cn_wake wake;	/* handed to the session at open() */
 	struct tcp_conn *prev, *next;
 };
 
@@ -77,6 +78,8 @@ struct tcp_worker {
 	pthread_mutex_t hlock; /* the handoff queue: accept-rate traffic only */
 	unsigned nhand;
 	struct tcp_handoff hand[TCP_HANDOFF_MAX];
+	/* async completions (cn_transport.h): an MPSC stack, any thread pushes */
+	struct cn_async *_Atomic done;
 	/* event tags for the listener and the eventfd (conns use their struct) */
 	char ltag, etag;
 };
@@ -174,6 +177,39 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen)
 	return fd;
 }
 
+/*
+ * wake.post: push @job on worker @wp's completion stack and wake it. Lock
+ * free (a CAS loop), any thread; the eventfd write never blocks.
+ */
+static void tcp_wake_post(void *wp, struct cn_async *job)
+{
+	struct tcp_worker *w = wp;
+	struct cn_async *head = atomic_load_explicit(&w->done, memory_order_relaxed);
+	uint64_t one = 1;
+
+	do {
+		job->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(&w->done, &head, job, memory_order_release,
+							memory_order_relaxed));
+	if (write(w->evfd, &one, sizeof(one)) < 0) {
+		/* eventfd full means a wake-up is already pending */
+	}
+}
+
+/* Take every posted job, oldest first. */
+static struct cn_async *take_done(struct tcp_worker *w)
+{
+	struct cn_async *j = atomic_exchange_explicit(&w->done, NULL, memory_order_acquire), *r = NULL;
+
+	while (j != NULL) { /* the stack is newest first: reverse it */
+		struct cn_async *next = j->next;
+		j->next = r;
+		r = j;
+		j = next;
+	}
+	return r;
+}
+
 static void tcp_server_destroy(struct cn_server **psrv)
 {
 	struct cn_server *srv = psrv ? *psrv : NULL;
@@ -189,6 +225,12 @@ static void tcp_server_destroy(struct cn_server **psrv)
 				srv->cfg.sess->close(c->sess, -ESHUTDOWN);
 			close(c->fd);
 			free(c);
+		}
+		/* every session is closed: the jobs left are orphaned, async_done frees them */
+		for (struct cn_async *j = take_done(w), *next; j != NULL; j = next) {
+			next = j->next;
+			if (srv->cfg.sess->async_done)
+				srv->cfg.sess->async_done(j);
 		}
 		for (unsigned k = 0; k < w->nhand; k++)
 			close(w->hand[k].fd);
@@ -502,7 +544,8 @@ static void conn_add(struct tcp_worker *w, int fd, const char *peer)
 	c->w = w;
 	c->fd = fd;
 	c->last_io_ms = now_ms();
-	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer, 0);
+	c->wake = (struct cn_wake){.post = tcp_wake_post, .worker = w, .conn = c};
+	c->sess = srv->cfg.sess->open(srv->cfg.sess_arg, w->id, peer, 0, &c->wake);
 	if (c->sess == NULL) {
 		free(c);
 		goto refuse;
@@ -526,6 +569,30 @@ static void conn_add(struct tcp_worker *w, int fd, const char *peer)
 refuse:
 	CN_STAT_INC(w->st, conns_refused);
 	close(fd);
+}
+
+/*
+ * Run the async completions posted to @w: the session takes each job, then
+ * its connection is serviced as after a read (replies the job released are
+ * flushed, input interest follows the session). An orphaned job is freed by
+ * async_done() and its connection, possibly gone, is not touched.
+ */
+static void run_done(struct tcp_worker *w, bool draining)
+{
+	const struct cn_session_ops *so = w->srv->cfg.sess;
+
+	for (struct cn_async *j = take_done(w), *next; j != NULL; j = next) {
+		struct tcp_conn *c = j->conn;
+		int r;
+
+		next = j->next;
+		r = so->async_done(j);
+		if (r == 0)
+			continue;
+		if (r < 0)
+			c->closing = true;
+		conn_event(c, 0, draining);
+	}
 }
 
 /*
@@ -689,6 +756,7 @@ static int tcp_server_run(struct cn_server *srv, unsigned worker)
 				if (read(w->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 					return -errno;
 				take_handoffs(w); /* refused (closed) once stopping */
+				run_done(w, draining);
 			} else {
 				conn_event(tag, evs[i].events, draining);
 			}

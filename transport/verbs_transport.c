@@ -80,6 +80,7 @@ struct vconn {
 	uint32_t *op_len; /* per posted op, ring of caps.sq_depth: len | VT_OP_READ */
 
 	uint8_t *txmsg; /* caps.msg_size: one control message being packed */
+	struct cn_wake wake; /* handed to the session at open() */
 	bool dead;	/* protocol error: flush output, then close */
 	bool doomed;	/* closed; freed at the end of the event batch */
 };
@@ -96,6 +97,8 @@ struct vworker {
 	atomic_uint nconns;
 	struct cn_transport_stats *st;
 	struct cn_verbs_stats *vs;
+	/* async completions (cn_transport.h): an MPSC stack, any thread pushes */
+	struct cn_async *_Atomic done;
 };
 
 struct cn_server {
@@ -404,6 +407,59 @@ static void vconn_service(struct vconn *c)
 	}
 }
 
+/* wake.post: push @job on worker @wp's completion stack (lock free) and wake it. */
+static void vt_wake_post(void *wp, struct cn_async *job)
+{
+	struct vworker *w = wp;
+	struct cn_async *head = atomic_load_explicit(&w->done, memory_order_relaxed);
+	uint64_t one = 1;
+
+	do {
+		job->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(&w->done, &head, job, memory_order_release,
+							memory_order_relaxed));
+	if (write(w->evfd, &one, sizeof(one)) < 0) {
+		/* non-zero already: the worker will look */
+	}
+}
+
+/* Take every posted job, oldest first. */
+static struct cn_async *vt_take_done(struct vworker *w)
+{
+	struct cn_async *j = atomic_exchange_explicit(&w->done, NULL, memory_order_acquire), *r = NULL;
+
+	while (j != NULL) {
+		struct cn_async *next = j->next;
+		j->next = r;
+		r = j;
+		j = next;
+	}
+	return r;
+}
+
+/*
+ * Run the posted completions: the session takes each job, then its
+ * connection is serviced (replies released, reading resumed). An orphaned
+ * job is freed by async_done() and its connection is not touched.
+ */
+static void vworker_run_done(struct vworker *w)
+{
+	const struct cn_session_ops *so = w->srv->cfg.sess;
+
+	for (struct cn_async *j = vt_take_done(w), *next; j != NULL; j = next) {
+		struct vconn *c = j->conn;
+		int r;
+
+		next = j->next;
+		r = so->async_done(j);
+		if (r == 0)
+			continue;
+		if (r < 0)
+			c->dead = true;
+		vconn_service(c);
+	}
+}
+
 static int vconn_start(struct vworker *w, struct vconn *c)
 {
 	const struct cn_server_cfg *cfg = &w->srv->cfg;
@@ -422,7 +478,8 @@ static int vconn_start(struct vworker *w, struct vconn *c)
 	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fds[0], &ev) != 0 ||
 	    epoll_ctl(w->ep, EPOLL_CTL_ADD, fds[1], &ev) != 0)
 		return -errno;
-	c->sess = cfg->sess->open(cfg->sess_arg, w->id, c->peer, CN_SESS_RDMA);
+	c->wake = (struct cn_wake){.post = vt_wake_post, .worker = w, .conn = c};
+	c->sess = cfg->sess->open(cfg->sess_arg, w->id, c->peer, CN_SESS_RDMA, &c->wake);
 	if (c->sess == NULL)
 		return -ENOMEM;
 	return 0;
@@ -665,8 +722,10 @@ static int vt_server_run(struct cn_server *srv, unsigned worker)
 			continue;
 		CN_STAT_INC(w->st, wakeups);
 		for (int i = 0; i < n; i++) {
-			if (ev[i].data.ptr == w)
+			if (ev[i].data.ptr == w) {
 				vworker_adopt(w);
+				vworker_run_done(w);
+			}
 			else
 				vconn_service(ev[i].data.ptr);
 		}
@@ -712,6 +771,12 @@ static void vt_server_destroy(struct cn_server **sp)
 
 		while (w->conns != NULL)
 			vconn_close(w->conns, -ESHUTDOWN);
+		/* every session is closed: the jobs left are orphaned, async_done frees them */
+		for (struct cn_async *j = vt_take_done(w), *nx; j != NULL; j = nx) {
+			nx = j->next;
+			if (srv->cfg.sess->async_done)
+				srv->cfg.sess->async_done(j);
+		}
 		while (w->inbox != NULL) {
 			struct vconn *c = w->inbox;
 			w->inbox = c->next;

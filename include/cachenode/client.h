@@ -167,6 +167,16 @@ int cn_client_retrieve(struct cn_client *c, const struct cn_key *key, void *buf,
 int cn_client_delete(struct cn_client *c, const struct cn_key *key);
 
 /**
+ * cn_client_prefetch - ask the node to bring @n keys into its L1 from the
+ * peers that own them (L2), ahead of a RETRIEVE. @status (n entries, may
+ * not be NULL) receives CN_OK for each key now in the node's L1 and
+ * CN_E_NOENT for keys no tier has. Returns 0 when every key is there, else
+ * the -errno of the first that is not (-ENOENT), or a connection error.
+ */
+int cn_client_prefetch(struct cn_client *c, const struct cn_key *keys, uint32_t n,
+		       int32_t *status);
+
+/**
  * cn_client_status - the node's STATUS document (JSON). *json is a
  * NUL-terminated string owned by the caller (free()).
  */
@@ -192,11 +202,11 @@ struct cn_buf {
 };
 
 struct cn_req {
-	uint8_t op;		   /* CN_OP_LOOKUP, _STORE, _RETRIEVE, _DELETE, _PING */
+	uint8_t op;		   /* CN_OP_LOOKUP, _STORE, _RETRIEVE, _DELETE, _PREFETCH, _PING */
 	uint32_t nkeys;		   /* 1..max_keys */
 	const struct cn_key *keys; /* nkeys keys */
 	struct cn_buf *bufs;	   /* STORE / RETRIEVE: nkeys buffers */
-	int32_t *status;	   /* STORE / RETRIEVE / DELETE: nkeys enum cn_status, out */
+	int32_t *status;	   /* STORE / RETRIEVE / DELETE / PREFETCH: nkeys enum cn_status, out */
 	uint8_t *tiers;		   /* LOOKUP: NULL or nkeys, out */
 	uint32_t prefix;	   /* LOOKUP: out */
 	int result;		   /* out: 0, or -errno for the request as a whole */

@@ -53,6 +53,13 @@ extern "C" {
 #define CN_F_CLOSE    0x0002u /* reply: the node closes the connection after this frame */
 #define CN_F_RDMA     0x0004u /* STORE/RETRIEVE request: payloads move by RDMA (verbs only) */
 
+/*
+ * A HELLO client name starting with this marks the connection as another
+ * node's (its L2 tier): it is served from L1 only (no L2 fetch, lookup or
+ * write-through), so requests between nodes never recurse.
+ */
+#define CN_PROTO_PEER_PREFIX "cn-peer:"
+
 struct cn_key {
 	uint8_t b[CN_KEY_LEN];
 };
@@ -86,6 +93,10 @@ struct cn_key {
  *               CN_E_TOOBIG with its len, and nothing is written
  * DELETE   req: u32 n, u32 0, key[n]
  *          rep: u32 n, u32 0, i32 status[n]
+ * PREFETCH req: u32 n, u32 0, key[n]
+ *          rep: u32 n, u32 0, i32 status[n]: CN_OK when the key is in this
+ *               node's L1 now (it was, or it was fetched from its owner
+ *               peer for the request), CN_E_NOENT when no tier has it
  * STATUS   req: empty; rep: a JSON document (UTF-8, not NUL-terminated)
  * ERROR    rep only, then the node closes the connection (CN_F_CLOSE set):
  *          sent with the request's req_id (0 if the magic was wrong) when the
@@ -108,6 +119,7 @@ enum cn_op {
 	CN_OP_RETRIEVE = 5,
 	CN_OP_DELETE = 6,
 	CN_OP_STATUS = 7,
+	CN_OP_PREFETCH = 8,
 	CN_OP_ERROR = 127,
 };
 

@@ -97,18 +97,23 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args)
 	memset(d, 0, sizeof(*d));
 	snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%u", cn_free_port());
 	snprintf(d->node_id, sizeof(d->node_id), "itest-%d-%u", (int)getpid(), seq++);
-	for (const char *const *a = args; a && *a; a++) {
-		has_http |= strcmp(*a, "--http") == 0;
-		has_transport |= strcmp(*a, "--transport") == 0;
-		if (strcmp(*a, "--node-id") == 0 && a[1] != NULL) /* the caller's id (a restart) */
-			snprintf(d->node_id, sizeof(d->node_id), "%s", a[1]);
-	}
 	snprintf(d->log, sizeof(d->log), "/tmp/cachenode-%s.log", d->node_id);
 	argv[argc++] = bin;
 	argv[argc++] = "--listen";
 	argv[argc++] = d->addr;
 	argv[argc++] = "--node-id";
 	argv[argc++] = d->node_id;
+	for (const char *const *a = args; a && *a; a++) {
+		/* the caller's own --listen / --node-id win (the node takes the last one) */
+		if (strcmp(*a, "--listen") == 0 && a[1])
+			snprintf(d->addr, sizeof(d->addr), "%s", a[1]);
+		if (strcmp(*a, "--node-id") == 0 && a[1]) {
+			snprintf(d->node_id, sizeof(d->node_id), "%s", a[1]);
+			snprintf(d->log, sizeof(d->log), "/tmp/cachenode-%s.log", d->node_id);
+		}
+		has_http |= strcmp(*a, "--http") == 0;
+		has_transport |= strcmp(*a, "--transport") == 0;
+	}
 	if (!has_http) { /* never the default 9190: tests must not collide with a running node */
 		argv[argc++] = "--http";
 		argv[argc++] = "127.0.0.1:0";
@@ -225,7 +230,8 @@ int cn_status_u64(const char *addr, const char *path, uint64_t *v)
 	snprintf(buf, sizeof(buf), "%s", path);
 	node = root;
 	for (tok = strtok_r(buf, ".", &save); tok && node; tok = strtok_r(NULL, ".", &save))
-		node = json_object_get(node, tok);
+		node = json_is_array(node) ? json_array_get(node, strtoul(tok, NULL, 10))
+					   : json_object_get(node, tok);
 	r = json_is_integer(node) ? 0 : -ENOENT;
 	if (r == 0)
 		*v = (uint64_t)json_integer_value(node);

@@ -19,9 +19,10 @@ struct cn_daemon {
 /*
  * cn_daemon_start - run $CACHENODE_BIN on a free loopback port with the
  * given extra arguments (NULL-terminated), and wait until it answers PING
- * (up to 30 s). The node id is itest-<pid>-<n>, or the one given as
- * "--node-id ID" in @args (to restart a node as itself). Returns 0 or
- * -errno; on failure the log is printed.
+ * (up to 30 s). A --listen or --node-id among the arguments replaces the
+ * chosen one (and d->addr / d->node_id say so; "--node-id ID" restarts a node
+ * as itself). Returns 0 or -errno; on
+ * failure the log is printed.
  */
 int cn_daemon_start(struct cn_daemon *d, const char *const *args);
 
@@ -62,7 +63,8 @@ int cn_raw_send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_
  */
 int cn_raw_read_retrieves(int fd, unsigned rounds, uint32_t n, uint32_t chunk, uint8_t *sink);
 
-/* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok").
+/* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok";
+ * a number indexes an array: "components.l2.peers.0.counters.errors").
  * Returns 0 and *v, or -errno. */
 int cn_status_u64(const char *addr, const char *path, uint64_t *v);
 

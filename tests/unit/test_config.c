@@ -293,6 +293,36 @@ static void registry_options(void **state)
 	free(help);
 }
 
+/* --peer is repeatable and joined; every entry is checked, and the whole list for duplicates. */
+static void l2_options(void **state)
+{
+	struct cn_config cfg;
+	char err[256] = "";
+
+	assert_int_equal(parse(&cfg, err, NULL), 0);
+	assert_string_equal(cfg.peers, "");
+	assert_true(cfg.l2_write_through);
+	assert_int_equal(cfg.l2_timeout, 1000);
+	assert_int_equal(cfg.l2_threads, 2);
+	assert_int_equal(parse(&cfg, err, "--peer", "a@127.0.0.1:1,b@h:2", "--peer", "c@[::1]:3",
+			       "--l2-write", "none", "--l2-timeout", "250", "--l2-threads", "4",
+			       NULL),
+			 0);
+	assert_string_equal(cfg.peers, "a@127.0.0.1:1,b@h:2,c@[::1]:3");
+	assert_false(cfg.l2_write_through);
+	assert_int_equal(cfg.l2_timeout, 250);
+	assert_int_equal(cfg.l2_threads, 4);
+
+	assert_int_equal(parse(&cfg, err, "--peer", "127.0.0.1:7700", NULL), -EINVAL);
+	assert_non_null(strstr(err, "ID@HOST:PORT"));
+	assert_int_equal(parse(&cfg, err, "--peer", "a@h:1", "--peer", "a@h:2", NULL), -EINVAL);
+	assert_non_null(strstr(err, "'a' given twice"));
+	assert_int_equal(parse(&cfg, err, "--l2-write", "back", NULL), -EINVAL);
+	assert_non_null(strstr(err, "through or none"));
+	assert_int_equal(parse(&cfg, err, "--l2-timeout", "5", NULL), -EINVAL);
+	assert_int_equal(parse(&cfg, err, "--l2-threads", "0", NULL), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +334,7 @@ int main(void)
 		cmocka_unit_test(config_file),
 		cmocka_unit_test(transport_options),
 		cmocka_unit_test(registry_options),
+		cmocka_unit_test(l2_options),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -137,7 +137,7 @@ static struct conn *conn_open(struct fix *f, unsigned flags)
 
 	assert_non_null(c);
 	c->f = f;
-	c->s = cn_session_ops.open(&f->ctx, 0, "test", flags);
+	c->s = cn_session_ops.open(&f->ctx, 0, "test", flags, NULL);
 	assert_non_null(c->s);
 	return c;
 }

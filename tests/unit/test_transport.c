@@ -36,7 +36,8 @@ struct echo {
 	atomic_int *open_count;
 };
 
-static void *echo_open(void *arg, unsigned worker, const char *peer, unsigned flags)
+static void *echo_open(void *arg, unsigned worker, const char *peer, unsigned flags,
+		       const struct cn_wake *wake)
 {
 	struct echo *e = calloc(1, sizeof(*e));
 	(void)flags;
