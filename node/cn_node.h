@@ -46,6 +46,7 @@ struct cn_node {
 	struct cn_reg *reg; /* the cluster registry; NULL = standalone (no --redis) */
 	struct cn_l2 *l2;		 /* NULL without --peer */
 	struct cn_l2_static *l2_static;	 /* the --peer list, the L2 tier's source */
+	uint64_t l2_reg_generation;	 /* registry snapshot the L2 tier last took (control plane) */
 };
 
 /* Seconds since the node started. */

@@ -248,16 +248,75 @@ static void list_metrics(void)
 /* ---- L2 ---- */
 
 /*
- * Start the L2 tier on the static --peer list (the registry will be a second
- * source behind the same struct cn_l2_source_ops). The list may name this
- * node (same --node-id): it is then this node's entry in the placement set,
- * so every node can be given the same list.
+ * The registry as the L2 tier's peer source: the live records of its last
+ * read (this node's own among them once it has joined). Before the first read
+ * the list is empty; main()'s control loop calls cn_l2_refresh() whenever
+ * the registry's snapshot generation moves.
  */
+static int reg_source_snapshot(void *arg, struct cn_l2_peer_info *out, unsigned max)
+{
+	struct cn_node *nd = arg;
+	const struct cn_reg_peers *p = cn_reg_peers(nd->reg);
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->n && n < max; i++) {
+		const struct cn_reg_record *rec = &p->peer[i].rec;
+
+		snprintf(out[n].id, sizeof(out[n].id), "%s", rec->node_id);
+		snprintf(out[n].addr, sizeof(out[n].addr), "%s", rec->address);
+		snprintf(out[n].transport, sizeof(out[n].transport), "%s", rec->transport);
+		n++;
+	}
+	nd->l2_reg_generation = p->generation;
+	cn_reg_peers_put(&p);
+	return (int)n;
+}
+
+static const struct cn_l2_source_ops reg_source = {
+	.name = "registry",
+	.snapshot = reg_source_snapshot,
+};
+
+/* Control loop: a new registry read changed who is live: place keys on the new set. */
+static void l2_follow_registry(struct cn_node *nd)
+{
+	const struct cn_reg_peers *p;
+	uint64_t gen;
+
+	if (nd->l2 == NULL || nd->reg == NULL || nd->cfg.peers[0])
+		return;
+	p = cn_reg_peers(nd->reg);
+	gen = p->generation;
+	cn_reg_peers_put(&p);
+	if (gen != nd->l2_reg_generation && cn_l2_refresh(nd->l2) < 0)
+		LOG(WARNING, "L2: cannot take the registry's new peer list; keeping the old one");
+}
+
 static int l2_start(struct cn_node *nd)
 {
 	char why[160];
 	int r;
 
+	if (nd->cfg.peers[0] == '\0') { /* --redis without --peer: the registry says who is live */
+		struct cn_l2_cfg rcfg = {
+			.self_id = nd->cfg.node_id,
+			.source = &reg_source,
+			.source_arg = nd,
+			.timeout_ms = nd->cfg.l2_timeout,
+			.threads = nd->cfg.l2_threads,
+			.write = nd->cfg.l2_write_through ? CN_L2_WRITE_THROUGH : CN_L2_WRITE_NONE,
+			.max_chunk = nd->cfg.max_chunk,
+		};
+
+		r = cn_l2_create(&rcfg, &nd->l2);
+		if (r < 0)
+			LOG(ERR, "cannot start the L2 tier: %s", strerror(-r));
+		else
+			LOG(NOTICE, "L2: peers from the registry (cluster %s), write %s, timeout %u ms",
+			    nd->cfg.cluster, nd->cfg.l2_write_through ? "through" : "none",
+			    nd->cfg.l2_timeout);
+		return r;
+	}
 	nd->l2_static = malloc(sizeof(*nd->l2_static));
 	if (nd->l2_static == NULL)
 		return -ENOMEM;
@@ -516,7 +575,7 @@ int main(int argc, char **argv)
 	memset(nd.sess_stats, 0, sizeof(*nd.sess_stats) * nd.cfg.workers);
 	memset(nd.tport_stats, 0, sizeof(*nd.tport_stats) * nd.cfg.workers);
 	memset(nd.verbs_stats, 0, sizeof(*nd.verbs_stats) * nd.cfg.workers);
-	if (nd.cfg.peers[0] && l2_start(&nd) < 0)
+	if ((nd.cfg.peers[0] || nd.cfg.redis[0]) && l2_start(&nd) < 0)
 		goto out_engine;
 	nd.sctx = (struct cn_session_ctx){
 		.engine = nd.engine,
@@ -652,9 +711,12 @@ int main(int argc, char **argv)
 	/* Control plane: wait for a signal. */
 	for (;;) {
 		siginfo_t si;
-		struct timespec tick = {.tv_sec = 1};
+		/* with registry-fed L2 peers, follow the registry's reads closely */
+		bool follow = nd.l2 != NULL && nd.reg != NULL && nd.cfg.peers[0] == '\0';
+		struct timespec tick = {.tv_sec = follow ? 0 : 1, .tv_nsec = follow ? 200000000L : 0};
 		int sig = sigtimedwait(&sigs, &si, &tick);
 
+		l2_follow_registry(&nd);
 		if (sig == SIGINT || sig == SIGTERM) {
 			LOG(NOTICE, "%s: stopping (in-flight requests get %u ms)",
 			    sig == SIGINT ? "SIGINT" : "SIGTERM", nd.cfg.shutdown_grace);

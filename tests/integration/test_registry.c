@@ -1341,6 +1341,106 @@ static void status_tool_registry_mode(void **state)
 	cn_redis_stop(&r, false);
 }
 
+/* Wait up to @ms until @d's L2 tier places keys on itself and @members other live nodes. */
+static void wait_l2_members(const struct cn_daemon *d, long long members, int ms)
+{
+	long long got = -1;
+
+	for (int waited = 0; waited <= ms; waited += 50) {
+		json_t *root = status(d);
+
+		got = st_int(root, "components.l2.members");
+		if (got == members && st_true(root, "components.l2.owner") &&
+		    strcmp(json_string_value(at(root, "components.l2.source")), "registry") == 0) {
+			json_decref(root);
+			return;
+		}
+		json_decref(root);
+		usleep(50 * 1000);
+	}
+	fail_msg("%s: L2 has %lld member peers from the registry after %d ms, want %lld",
+		 d->node_id, got, ms, members);
+}
+
+/*
+ * --redis without --peer: the L2 tier takes its peers from the registry's live records.
+ * Three nodes find each other; chunks stored through A come back byte-exact through C
+ * (served from whichever node owns each key, written through by A); after B is killed
+ * and the registry drops it, C places keys on A and C only, and every request still
+ * succeeds or misses, never fails.
+ */
+static void l2_peers_from_registry(void **state)
+{
+	enum { N = 24, SZ = 64 << 10 };
+	struct cn_redis r = {0};
+	struct cn_daemon n[3];
+	struct cn_client *ca = NULL, *cc = NULL;
+	struct cn_key keys[N];
+	uint8_t *src = malloc(SZ), *dst = malloc(SZ);
+	unsigned fetched = 0;
+	json_t *root;
+
+	(void)state;
+	assert_non_null(src);
+	assert_non_null(dst);
+	assert_int_equal(cn_redis_start(&r, 0, NULL), 0);
+	for (int i = 0; i < 3; i++)
+		start_node(&n[i], r.url, "l2reg", NULL);
+	for (int i = 0; i < 3; i++)
+		wait_l2_members(&n[i], 2, 20 * HB_MS);
+
+	assert_int_equal(cn_client_connect(n[0].addr, NULL, &ca), 0);
+	assert_int_equal(cn_client_connect(n[2].addr, NULL, &cc), 0);
+	for (unsigned i = 0; i < N; i++) {
+		char text[32];
+
+		snprintf(text, sizeof(text), "l2reg-%u", i);
+		assert_int_equal(cn_key_parse(text, &keys[i]), 0);
+		memset(src, (int)(i + 1), SZ);
+		assert_int_equal(cn_client_store(ca, &keys[i], src, SZ), 0);
+	}
+	/* write-through is asynchronous: each key shows up on C within a few heartbeats */
+	for (unsigned i = 0; i < N; i++) {
+		uint32_t len = 0;
+		int rc = -ENOENT;
+
+		for (int waited = 0; rc == -ENOENT && waited <= 20 * HB_MS; waited += 20) {
+			rc = cn_client_retrieve(cc, &keys[i], dst, SZ, &len);
+			if (rc == -ENOENT)
+				usleep(20 * 1000);
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(len, SZ);
+		memset(src, (int)(i + 1), SZ);
+		assert_memory_equal(dst, src, SZ);
+	}
+	root = status(&n[2]);
+	fetched = (unsigned)st_int(root, "components.l2.counters.fills");
+	json_decref(root);
+	/* with 3 owners, C owns about a third: the rest came from A or B */
+	printf("# C filled %u of %u chunks from its peers\n", fetched, N);
+	assert_true(fetched >= 1);
+
+	/* B dies: the registry drops it, C's placement follows; requests miss or hit, never fail */
+	kill(n[1].pid, SIGKILL);
+	wait_l2_members(&n[2], 1, 20 * HB_MS);
+	for (unsigned i = 0; i < N; i++) {
+		uint32_t len = 0;
+		int rc = cn_client_retrieve(cc, &keys[i], dst, SZ, &len);
+
+		assert_true(rc == 0 || rc == -ENOENT);
+	}
+	assert_int_equal(cn_client_ping(cc), 0);
+	cn_client_close(&ca);
+	cn_client_close(&cc);
+	cn_daemon_stop(&n[1], SIGKILL, 1000);
+	assert_int_equal(cn_daemon_stop(&n[0], SIGTERM, 10000), 0);
+	assert_int_equal(cn_daemon_stop(&n[2], SIGTERM, 10000), 0);
+	cn_redis_stop(&r, false);
+	free(src);
+	free(dst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1353,6 +1453,7 @@ int main(void)
 		cmocka_unit_test(redis_late_and_hung_shutdown),
 		cmocka_unit_test(dead_members_pruned),
 		cmocka_unit_test(status_tool_registry_mode),
+		cmocka_unit_test(l2_peers_from_registry),
 		cmocka_unit_test(outage_sigstop_under_load),
 		cmocka_unit_test(outage_restart_under_load),
 	};
