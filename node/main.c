@@ -612,6 +612,12 @@ int main(int argc, char **argv)
 			    sig == SIGINT ? "SIGINT" : "SIGTERM", nd.cfg.shutdown_grace);
 			break;
 		}
+		/*
+		 * The peer set follows its source once a tick (the static list never
+		 * changes; a registry source will). A failed snapshot keeps the set.
+		 */
+		if (nd.l2 != NULL)
+			cn_l2_refresh(nd.l2);
 	}
 	nd.tops->server_stop(nd.server, (int)nd.cfg.shutdown_grace);
 	rc = 0;
