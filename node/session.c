@@ -1335,14 +1335,22 @@ static bool l2_lookup(struct sess *s, struct tx_ent *e, uint32_t n, const struct
 	j = job_new(s, CN_L2_LOOKUP, n - prefix);
 	if (j == NULL)
 		return false;
-	/* every key from the first miss on: those owned here are looked at again in L1 */
+	/*
+	 * Every key from the first L1 miss on, up to the first one that cannot
+	 * be anywhere (owned here, or by a peer in back-off, and not in L1):
+	 * the prefix ends there whatever the peers say. Keys owned here are
+	 * looked at again in L1 when the answers are in.
+	 */
+	j->n = 0;
 	for (uint32_t i = prefix; i < n; i++) {
 		uint16_t o = l2_peer_of(s, &keys[i]);
 
-		j->it[i - prefix] = (struct cn_l2_item){.key = keys[i], .peer = o, .idx = i};
+		if (o == CN_L2_SELF && (i == prefix || !cn_l1_contains(cn_engine_l1(s->ctx->engine),
+								      s->core, &keys[i])))
+			break;
+		j->it[j->n++] = (struct cn_l2_item){.key = keys[i], .peer = o, .idx = i};
 		asked += o != CN_L2_SELF;
 	}
-	j->n = n - prefix;
 	if (asked == 0 || job_submit(s, j) < 0) {
 		free(j);
 		return false;
@@ -1468,7 +1476,8 @@ static void l2_prefetch_done(struct sess *s, struct cn_l2_job *j, struct tx_ent 
 static void l2_lookup_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e)
 {
 	struct cn_l1 *l1 = cn_engine_l1(s->ctx->engine);
-	uint32_t n = cn_get_le32(e->meta), prefix = n - j->n, l2keys = 0;
+	/* the items start at the first L1 miss (a submitted job has at least one) */
+	uint32_t n = cn_get_le32(e->meta), prefix = j->it[0].idx, l2keys = 0;
 
 	for (uint32_t k = 0; k < j->n; k++) {
 		const struct cn_l2_item *it = &j->it[k];

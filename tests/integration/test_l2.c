@@ -252,14 +252,20 @@ static void lookup_across_tiers(void **state)
 	assert_int_equal(peer(C, B, "lookup_hits") - lbh0, 1);
 	assert_int_equal(st(C, "components.engine.requests.lookup_l2_keys") - l2k0, 3);
 
-	/* the prefix stops at the first key nobody has */
+	/*
+	 * The prefix stops at the first key nobody has; C knows that of its own
+	 * key without asking, so B (owner of the third key) is not asked at all.
+	 */
 	{
 		struct cn_key k2[3] = {k[0], k[4], k[1]};
 
+		lb0 = peer(C, B, "lookup_reqs");
 		assert_int_equal(cn_client_lookup(cc, k2, 3, &prefix, tiers), 0);
 		assert_int_equal(prefix, 1);
 		assert_int_equal(tiers[0], CN_TIER_L2);
 		assert_int_equal(tiers[1], CN_TIER_NONE);
+		assert_int_equal(tiers[2], CN_TIER_NONE);
+		assert_int_equal(peer(C, B, "lookup_reqs"), lb0);
 	}
 	cn_client_close(&ca);
 	cn_client_close(&cc);
