@@ -722,12 +722,6 @@ int main(int argc, char **argv)
 			    sig == SIGINT ? "SIGINT" : "SIGTERM", nd.cfg.shutdown_grace);
 			break;
 		}
-		/*
-		 * The peer set follows its source once a tick (the static list never
-		 * changes; a registry source will). A failed snapshot keeps the set.
-		 */
-		if (nd.l2 != NULL)
-			cn_l2_refresh(nd.l2);
 	}
 	/* leave the cluster first, so peers stop sending here while we drain */
 	cn_reg_stop(nd.reg, REG_LEAVE_TIMEOUT_MS);
