@@ -49,8 +49,8 @@
  *
  * Threads: every function may be called from any thread. Regions and the
  * stream table are guarded by a mutex (registration is rare; copies take it
- * only to find their stream); counters are per core (@core < cfg.ncores,
- * one writer thread per core slot) plus per device atomics.
+ * only to find their stream); @core (< cfg.ncores) picks a stream slot and
+ * has one submitting thread at a time; counters are per device atomics.
  */
 #ifndef CN_GPU_H
 #define CN_GPU_H
@@ -152,9 +152,9 @@ int cn_gpu_host_register(struct cn_gpu *g, void *base, size_t len);
 /**
  * cn_gpu_region_open - map an IPC handle of device @dev's memory, @size
  * bytes from the handle's allocation base, and return the tier's region id
- * in *id (> 0). A handle already mapped is shared (refcount). 0, -ENODEV
- * (absent, or @dev is not a device here), -EINVAL (bad handle or size: the
- * CUDA error goes to @err), -ENOMEM.
+ * in *id (> 0). A handle already mapped is shared (refcount; with the same
+ * @size, another is -EINVAL). 0, -ENODEV (absent, or @dev is not a device
+ * here), -EINVAL (bad handle or size: the CUDA error goes to @err), -ENOMEM.
  */
 int cn_gpu_region_open(struct cn_gpu *g, int dev, const uint8_t handle[CN_GPU_IPC_HANDLE_LEN],
 		       uint64_t size, uint32_t *id, char *err, size_t errlen);
@@ -194,7 +194,10 @@ typedef void (*cn_gpu_done_fn)(struct cn_gpu_batch *b, int status, void *arg);
  * len within the region): a bad one fails the whole batch with -ERANGE
  * before anything is queued. On success *out (owned by the tier until
  * cn_gpu_batch_free) is the batch, and @done is called exactly once.
- * 0, -ENODEV, -ENOENT (no such region), -ERANGE, -EIO, -ENOMEM.
+ * On -EIO nothing of the batch is left pending. 0, -ENODEV, -EINVAL (@core
+ * out of range, no @done or @out), -ENOENT (no such region), -ERANGE, -EIO,
+ * -ENOMEM. Counted at cn_gpu_batch_free(): copies and bytes of a batch that
+ * succeeded, copy_errors for one that did not.
  */
 int cn_gpu_batch_submit(struct cn_gpu *g, unsigned core, uint32_t region, enum cn_gpu_dir dir,
 			const struct cn_gpu_copy *c, uint32_t n, cn_gpu_done_fn done, void *arg,
