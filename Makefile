@@ -30,6 +30,7 @@ test:
 	@scripts/install-deps.sh test
 	$(MAKE) --no-print-directory build
 	$(MESON_TEST) -C $(BUILD)
+	@scripts/skipped.sh $(BUILD)
 	$(MAKE) --no-print-directory test-asan
 
 test-asan: $(ASAN_BUILD)/build.ninja

@@ -89,6 +89,7 @@
 
 #include "cn_transport.h"
 #include "cn_client_internal.h"
+#include "cn_gpu.h"
 
 #define CLIENT_ERRMSG_LEN	  256
 #define CLIENT_DEFAULT_TIMEOUT_MS 10000
@@ -134,6 +135,7 @@ struct client_slot {
 	uint64_t reply_bytes; /* most the reply can be (flow control) */
 	uint8_t op;
 	bool rdma;	      /* sent with CN_F_RDMA */
+	bool gpu;	      /* sent with CN_F_GPU */
 	uint64_t regions;     /* bit i: uses c->regions[i] (its inflight counts this slot) */
 	struct client_tmp_reg *tmp; /* tmp[0 .. ntmp): registered for this request */
 	unsigned ntmp, tmp_cap;	    /* the array is kept for reuse, freed at close */
@@ -315,6 +317,40 @@ static bool op_has_status(uint8_t op)
 	       op == CN_OP_PREFETCH;
 }
 
+/* A GPU request (keys checked already): STORE/RETRIEVE, lengths, regions. */
+static int client_validate_gpu(struct cn_client *c, const struct cn_req *req)
+{
+	const struct cn_node_info *ni = &c->node;
+	uint64_t frame = CN_PROTO_BATCH_HDR + (uint64_t)CN_PROTO_RDMA_DESC * req->nkeys;
+
+	if (req->op != CN_OP_STORE && req->op != CN_OP_RETRIEVE) {
+		client_err(c, "%s: GPU places are for store and retrieve", op_str(req->op));
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < req->nkeys; i++) {
+		const struct cn_buf *b = &req->bufs[i];
+		uint32_t len = req->op == CN_OP_STORE ? b->len : b->cap;
+
+		if (req->gpu[i].region == 0 || len == 0) {
+			client_err(c, "%s: key %" PRIu32 ": %s", op_str(req->op), i,
+				   req->gpu[i].region == 0 ? "no GPU region" : "length 0");
+			return -EINVAL;
+		}
+		if (req->op == CN_OP_STORE && len > ni->max_chunk) {
+			client_err(c, "store: key %" PRIu32 ": %" PRIu32
+				   " bytes, the node takes chunks of at most %" PRIu32, i, len,
+				   ni->max_chunk);
+			return -E2BIG;
+		}
+	}
+	if (frame > ni->max_frame) {
+		client_err(c, "%s: frame of %" PRIu64 " bytes, the node takes at most %" PRIu64,
+			   op_str(req->op), frame, ni->max_frame);
+		return -E2BIG;
+	}
+	return 0;
+}
+
 /* Check a caller's request against the protocol and the node's limits. */
 static int client_validate(struct cn_client *c, const struct cn_req *req)
 {
@@ -339,6 +375,15 @@ static int client_validate(struct cn_client *c, const struct cn_req *req)
 	case CN_OP_STATUS:
 		if (req->bufs == NULL) {
 			client_err(c, "status: bufs[0] is needed to receive the document");
+			return -EINVAL;
+		}
+		return 0;
+	case CN_OP_GPU_REGISTER:
+	case CN_OP_GPU_UNREGISTER: /* built by cn_client_gpu_(un)register() */
+		if (req->bufs == NULL || req->bufs[0].data == NULL ||
+		    req->bufs[0].len != (op == CN_OP_GPU_REGISTER ? CN_PROTO_GPU_REG_LEN
+								   : CN_PROTO_BATCH_HDR)) {
+			client_err(c, "%s: use cn_client_gpu_register()", op_str(op));
 			return -EINVAL;
 		}
 		return 0;
@@ -371,6 +416,8 @@ static int client_validate(struct cn_client *c, const struct cn_req *req)
 		return -EINVAL;
 	}
 
+	if (req->gpu != NULL)
+		return client_validate_gpu(c, req);
 	if (op == CN_OP_STORE)
 		frame = CN_PROTO_BATCH_HDR + (uint64_t)CN_PROTO_STORE_DESC * req->nkeys;
 	else
@@ -532,7 +579,26 @@ static int client_encode(struct cn_client *c, const struct cn_req *req, uint64_t
 	uint16_t flags = 0;
 	int n = 1;
 
-	s->rdma = c->rdma && (req->op == CN_OP_STORE || req->op == CN_OP_RETRIEVE);
+	s->gpu = req->gpu != NULL && (req->op == CN_OP_STORE || req->op == CN_OP_RETRIEVE);
+	s->rdma = !s->gpu && c->rdma && (req->op == CN_OP_STORE || req->op == CN_OP_RETRIEVE);
+	if (s->gpu) {
+		/* {key, len or cap, region, off}: the RDMA descriptor's layout */
+		cn_put_le32(m, req->nkeys);
+		cn_put_le32(m + 4, 0);
+		mlen = CN_PROTO_BATCH_HDR;
+		for (uint32_t i = 0; i < req->nkeys; i++) {
+			const struct cn_buf *b = &req->bufs[i];
+			uint8_t *d = m + mlen;
+
+			memcpy(d, req->keys[i].b, CN_KEY_LEN);
+			cn_put_le32(d + CN_KEY_LEN, req->op == CN_OP_STORE ? b->len : b->cap);
+			cn_put_le32(d + CN_KEY_LEN + 4, req->gpu[i].region);
+			cn_put_le64(d + CN_KEY_LEN + 8, req->gpu[i].off);
+			mlen += CN_PROTO_RDMA_DESC;
+		}
+		flags = CN_F_GPU;
+		goto header;
+	}
 	if (s->rdma) {
 		int64_t ml = client_encode_rdma(c, req, s, m);
 
@@ -566,6 +632,11 @@ static int client_encode(struct cn_client *c, const struct cn_req *req, uint64_t
 		}
 		break;
 	case CN_OP_STATUS:
+		break;
+	case CN_OP_GPU_REGISTER:
+	case CN_OP_GPU_UNREGISTER:
+		memcpy(m, req->bufs[0].data, req->bufs[0].len);
+		mlen = req->bufs[0].len;
 		break;
 	case CN_OP_LOOKUP:
 	case CN_OP_RETRIEVE:
@@ -686,7 +757,7 @@ static int client_post(struct cn_client *c, struct cn_req *req)
 	s->req = req;
 	s->req_id = id;
 	s->op = req->op;
-	s->reply_bytes = reply_bound(req, s->rdma);
+	s->reply_bytes = reply_bound(req, s->rdma || s->gpu);
 	c->unread_bytes += s->reply_bytes;
 	c->count++;
 	return 0;
@@ -794,6 +865,25 @@ static int reply_ping(struct cn_client *c, struct cn_req *req, const struct cn_p
 			   " bytes back, %" PRIu32 " sent)", h->payload_len, sent);
 		req->result = -EPROTO;
 	}
+	return 0;
+}
+
+/* GPU_REGISTER: u32 region, u32 0 (into req->prefix: the request is the library's); GPU_UNREGISTER: empty. */
+static int reply_gpu_region(struct cn_client *c, struct cn_req *req, const struct cn_proto_hdr *h)
+{
+	uint32_t want = h->opcode == CN_OP_GPU_REGISTER ? CN_PROTO_BATCH_HDR : 0;
+	int rc;
+
+	if (h->payload_len != want)
+		return client_proto_fail(c, h->opcode, "reply of %" PRIu32 " bytes", h->payload_len);
+	if (want == 0)
+		return 0;
+	rc = client_recv(c, c->scratch, want);
+	if (rc < 0)
+		return client_io_fail(c, h->opcode, "receiving the reply", rc);
+	req->prefix = cn_get_le32(c->scratch);
+	if (req->prefix == 0)
+		return client_proto_fail(c, h->opcode, "region 0");
 	return 0;
 }
 
@@ -1065,7 +1155,12 @@ static int client_read_reply(struct cn_client *c, struct client_slot *s)
 			rc = reply_statuses(c, req, &h);
 			break;
 		case CN_OP_RETRIEVE:
-			rc = s->rdma ? reply_retrieve_rdma(c, req, &h) : reply_retrieve(c, req, &h);
+			rc = s->rdma || s->gpu ? reply_retrieve_rdma(c, req, &h)
+					       : reply_retrieve(c, req, &h);
+			break;
+		case CN_OP_GPU_REGISTER:
+		case CN_OP_GPU_UNREGISTER:
+			rc = reply_gpu_region(c, req, &h);
 			break;
 		case CN_OP_STATUS:
 			rc = reply_status(c, req, &h);
@@ -1527,5 +1622,107 @@ int cn_client_status(struct cn_client *c, char **json)
 	rc = cn_client_exec(c, &req);
 	if (rc == 0)
 		*json = b.data;
+	return rc;
+}
+
+/* ---- GPU memory ---- */
+
+/* Can this process use CUDA? 0, or -ENODEV with the reason as the client's message. */
+static int client_cuda(struct cn_client *c, const char *what)
+{
+	char why[CN_GPU_REASON_LEN];
+	int ndev = 0;
+
+	if (cn_gpu_runtime_probe(&ndev, why, sizeof(why)) == 0)
+		return 0;
+	client_err(c, "%s: no usable CUDA device in this process (%s)", what, why);
+	return -ENODEV;
+}
+
+int cn_client_gpu_register(struct cn_client *c, void *dev_base, size_t size, uint32_t *region)
+{
+	uint8_t p[CN_PROTO_GPU_REG_LEN];
+	struct cn_buf b = {.data = p, .len = sizeof(p)};
+	struct cn_req req = {.op = CN_OP_GPU_REGISTER, .bufs = &b};
+	char why[CN_GPU_REASON_LEN];
+	int dev = -1, rc;
+
+	if (c == NULL || dev_base == NULL || size == 0 || region == NULL)
+		return -EINVAL;
+	rc = client_cuda(c, "gpu register");
+	if (rc < 0)
+		return rc;
+	memset(p, 0, sizeof(p));
+	rc = cn_gpu_ipc_export(dev_base, p + 16, &dev, why, sizeof(why));
+	if (rc < 0) {
+		client_err(c, "gpu register: %s", why);
+		return rc;
+	}
+	cn_put_le32(p, (uint32_t)dev);
+	cn_put_le64(p + 8, (uint64_t)size);
+	rc = cn_client_exec(c, &req);
+	if (rc == 0)
+		*region = req.prefix;
+	return rc;
+}
+
+int cn_client_gpu_unregister(struct cn_client *c, uint32_t region)
+{
+	uint8_t p[CN_PROTO_BATCH_HDR] = {0};
+	struct cn_buf b = {.data = p, .len = sizeof(p)};
+	struct cn_req req = {.op = CN_OP_GPU_UNREGISTER, .bufs = &b};
+
+	if (c == NULL)
+		return -EINVAL;
+	cn_put_le32(p, region);
+	return cn_client_exec(c, &req);
+}
+
+int cn_client_store_device(struct cn_client *c, const struct cn_key *key, const void *dev,
+			   uint32_t len)
+{
+	void *host;
+	int rc;
+
+	if (c == NULL || dev == NULL || len == 0)
+		return -EINVAL;
+	rc = client_cuda(c, "store");
+	if (rc < 0)
+		return rc;
+	host = malloc(len);
+	if (host == NULL)
+		return -ENOMEM;
+	rc = cn_gpu_copy_sync(host, dev, len);
+	if (rc < 0)
+		client_err(c, "store: copying the chunk off the device failed");
+	else
+		rc = cn_client_store(c, key, host, len);
+	free(host);
+	return rc;
+}
+
+int cn_client_retrieve_device(struct cn_client *c, const struct cn_key *key, void *dev,
+			      uint32_t cap, uint32_t *len)
+{
+	uint32_t got = 0;
+	void *host;
+	int rc;
+
+	if (c == NULL || dev == NULL || cap == 0)
+		return -EINVAL;
+	rc = client_cuda(c, "retrieve");
+	if (rc < 0)
+		return rc;
+	host = malloc(cap);
+	if (host == NULL)
+		return -ENOMEM;
+	rc = cn_client_retrieve(c, key, host, cap, &got);
+	if (rc == 0 && cn_gpu_copy_sync(dev, host, got) < 0) {
+		client_err(c, "retrieve: copying the chunk to the device failed");
+		rc = -EIO;
+	}
+	if ((rc == 0 || rc == -ENOBUFS) && len != NULL)
+		*len = got;
+	free(host);
 	return rc;
 }

@@ -42,7 +42,8 @@
 	X(peer, "ID@HOST:PORT", "", "an L2 peer node (repeatable, or a comma list); may name this node") \
 	X(l2_write, "MODE", "through", "stores: through (also copied to the key's owner peer) or none") \
 	X(l2_timeout, "MS", "1000", "L2: connect and I/O timeout per peer request; a peer that misses it backs off") \
-	X(l2_threads, "N", "2", "L2: threads that talk to peers (one blocking request each)")
+	X(l2_threads, "N", "2", "L2: threads that talk to peers (one blocking request each)") \
+	X(gpu, "MODE", "auto", "GPU tier: auto (CUDA devices when usable, else absent) or off")
 
 /* An empty argument column marks a flag (no value; "true"/"false" in the config file). */
 
@@ -73,6 +74,7 @@ struct cn_config {
 	bool l2_write_through; /* --l2-write through */
 	unsigned l2_timeout;
 	unsigned l2_threads;
+	char gpu[8]; /* "auto" or "off" */
 	char file_prefix[96];
 	/* EAL arguments given after "--": point into the caller's argv */
 	int eal_argc;

@@ -47,6 +47,7 @@ struct cn_node {
 	struct cn_l2 *l2;		 /* NULL without --peer */
 	struct cn_l2_static *l2_static;	 /* the --peer list, the L2 tier's source */
 	uint64_t l2_reg_generation;	 /* registry snapshot the L2 tier last took (control plane) */
+	struct cn_gpu *gpu;		 /* the GPU tier, present or absent (never NULL once set up) */
 };
 
 /* Seconds since the node started. */
@@ -88,6 +89,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len);
 #define CN_PROM_TELEMETRY "cachenode_telemetry"
 #define CN_PROM_REGISTRY  "cachenode_registry"
 #define CN_PROM_L2	  "cachenode_l2"
+#define CN_PROM_GPU	  "cachenode_gpu"
 
 /*
  * cn_node_prom_name - the Prometheus family of table row @d: @prefix_<name>,

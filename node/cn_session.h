@@ -34,7 +34,15 @@
  *     two is a STORE (it waits until those finished), or the bounds below
  *     are reached. Any other request is a barrier: it is parsed and run
  *     only once no RDMA request is in flight. Replies always leave in
- *     request order (a finished request's reply waits behind earlier ones).
+ *     request order (a finished request's reply waits behind earlier ones);
+ *   - STORE/RETRIEVE with CN_F_GPU name chunks in GPU regions the connection
+ *     registered (GPU_REGISTER: a CUDA IPC handle the GPU tier maps). The
+ *     session reserves or pins the slabs, hands the GPU tier one copy batch
+ *     per region, and finishes the request (commit / unpin, reply) when the
+ *     tier's completions come back through the wake path. Such a request is
+ *     a barrier like any non-RDMA one; while it runs nothing more is parsed.
+ *     Without a usable GPU every GPU request is answered CN_E_NODEV with the
+ *     tier's reason and the connection keeps serving.
  */
 #ifndef CN_SESSION_H
 #define CN_SESSION_H
@@ -43,6 +51,7 @@
 #include <stdint.h>
 
 #include "cn_engine.h"
+#include "cn_gpu.h"
 #include "cn_l2.h"
 #include "cn_metrics.h"
 #include "cn_transport.h"
@@ -81,6 +90,11 @@
 	X(l2_waits, COUNTER, "requests that waited for the L2 tier (fetch or lookup)")    \
 	X(l2_puts, COUNTER, "chunks handed to the L2 threads for write-through")          \
 	X(peer_sessions, COUNTER, "sessions opened by peer nodes (served from L1 only)") \
+	X(gpu_store_reqs, COUNTER, "STORE requests with CN_F_GPU (chunks copied device -> L1)") \
+	X(gpu_retrieve_reqs, COUNTER, "RETRIEVE requests with CN_F_GPU (chunks copied L1 -> device)") \
+	X(gpu_copy_failed, COUNTER, "chunks of CN_F_GPU requests lost to a failed device copy") \
+	X(gpu_nodev, COUNTER, "GPU requests refused: no usable GPU on the node (CN_E_NODEV)") \
+	X(gpu_regions, COUNTER, "GPU regions registered (GPU_REGISTER accepted)")         \
 	X(sessions_open, GAUGE, "sessions open now")
 
 /*
@@ -116,6 +130,8 @@ struct cn_session_ctx {
 	void *status_arg;
 	/* the L2 tier, or NULL: misses stay misses, stores stay local. Not owned. */
 	struct cn_l2 *l2;
+	/* the GPU tier (present or absent: absent answers CN_E_NODEV), or NULL = absent. Not owned. */
+	struct cn_gpu *gpu;
 };
 
 /* The ops a transport drives; sess_arg must be a struct cn_session_ctx *. */

@@ -365,6 +365,11 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 		snprintf(cfg->peers + have, sizeof(cfg->peers) - have, "%s%s", have ? "," : "", v);
 		return 0;
 	}
+	case OPT_gpu:
+		if (strcmp(v, "auto") != 0 && strcmp(v, "off") != 0)
+			return fail(err, errlen, "--%s '%s': expected auto or off", dn, v);
+		snprintf(cfg->gpu, sizeof(cfg->gpu), "%s", v);
+		return 0;
 	case OPT_l2_write:
 		if (strcmp(v, "through") != 0 && strcmp(v, "none") != 0)
 			return fail(err, errlen, "--%s '%s': expected through or none", dn, v);

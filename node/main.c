@@ -241,8 +241,51 @@ static void list_metrics(void)
 		   cn_l2_metric_desc, cn_l2_metric_count);
 	list_table("L2 tier (per peer)", "components.l2.peers[].counters", CN_PROM_L2,
 		   "`node`, `peer`", cn_l2_peer_metric_desc, cn_l2_peer_metric_count);
+	list_table("GPU tier (per device)", "components.gpu.devices[].counters", CN_PROM_GPU,
+		   "`node`, `device`", cn_gpu_dev_metric_desc, cn_gpu_dev_metric_count);
 	printf("### DPDK telemetry commands\n\n");
 	cn_node_telemetry_list(stdout);
+}
+
+/* ---- GPU ---- */
+
+/*
+ * Open the GPU tier: present when CUDA finds a device (--gpu auto), else
+ * absent with CUDA's reason, logged, and the node serves as before. When
+ * present the L1 pool is pinned for DMA (cudaHostRegister). Fails only on
+ * a bad configuration or out of memory.
+ */
+static int gpu_start(struct cn_node *nd)
+{
+	struct cn_gpu_cfg gcfg = {.ncores = nd->ncores, .mode = nd->cfg.gpu};
+	struct cn_gpu_info *in;
+	void *base;
+	size_t len;
+	int r = cn_gpu_open(&gcfg, &nd->gpu);
+
+	if (r < 0) {
+		LOG(ERR, "cannot set up the GPU tier: %s", strerror(-r));
+		return r;
+	}
+	cn_gpu_set_rdma_mode(nd->gpu, "none",
+			     "no transport registers device memory: GPU <-> L1 by copy engines, "
+			     "L1 <-> network by the transport");
+	if (!cn_gpu_present(nd->gpu)) {
+		LOG(NOTICE, "GPU tier absent: %s; GPU requests get CN_E_NODEV",
+		    cn_gpu_reason(nd->gpu));
+		return 0;
+	}
+	cn_l1_region(cn_engine_l1(nd->engine), &base, &len);
+	r = cn_gpu_host_register(nd->gpu, base, len);
+	in = calloc(1, sizeof(*in));
+	if (in == NULL)
+		return -ENOMEM;
+	cn_gpu_get_info(nd->gpu, in);
+	LOG(NOTICE, "GPU tier: %u device%s (%s%s), L1 pool %s%s", in->ndev,
+	    in->ndev == 1 ? "" : "s", in->dev[0].name, in->ndev > 1 ? ", ..." : "",
+	    r == 0 ? "pinned for DMA" : "not pinned: ", r == 0 ? "" : in->host_reason);
+	free(in);
+	return 0;
 }
 
 /* ---- L2 ---- */
@@ -577,6 +620,8 @@ int main(int argc, char **argv)
 	memset(nd.verbs_stats, 0, sizeof(*nd.verbs_stats) * nd.cfg.workers);
 	if ((nd.cfg.peers[0] || nd.cfg.redis[0]) && l2_start(&nd) < 0)
 		goto out_engine;
+	if (gpu_start(&nd) < 0)
+		goto out_engine;
 	nd.sctx = (struct cn_session_ctx){
 		.engine = nd.engine,
 		.node_id = nd.cfg.node_id,
@@ -586,6 +631,7 @@ int main(int argc, char **argv)
 		.status_json = status_json,
 		.status_arg = &nd,
 		.l2 = nd.l2,
+		.gpu = nd.gpu,
 	};
 
 	/*
@@ -743,8 +789,11 @@ out_drain:
 out_server:
 	/* the L2 threads hand every job back before the server's queues are freed */
 	cn_l2_stop(nd.l2);
+	/* so do the GPU copies: every completion is posted before the queues go */
+	cn_gpu_sync(nd.gpu);
 	nd.tops->server_destroy(&nd.server);
 out_engine:
+	cn_gpu_close(nd.gpu); /* after the server: orphaned requests closed their regions */
 	cn_l2_destroy(&nd.l2);
 	free(nd.l2_static);
 	cn_engine_destroy(&nd.engine);

@@ -16,6 +16,7 @@
  *   CN_REG_METRICS        cachenode_registry_<name>                node (zero when standalone)
  *   CN_L2_METRICS         cachenode_l2_<name>                      node (0 without --peer)
  *   CN_L2_PEER_METRICS    cachenode_l2_<name>                      node, peer
+ *   CN_GPU_DEV_METRICS    cachenode_gpu_<name>                     node, device
  *
  * A COUNTER row becomes "<family>_total" of TYPE counter, a GAUGE row a
  * gauge; a row named "<x>_ns" becomes "<x>_seconds" (base units), its value
@@ -414,6 +415,36 @@ static void l2_out(struct pbuf *b, const struct cn_node *nd)
 	free(v);
 }
 
+/*
+ * The GPU tier: cachenode_gpu_present (1/0) always, and per device (label
+ * device="<ordinal>") its counter table; no device, no rows.
+ */
+static void gpu_out(struct pbuf *b, const struct cn_node *nd)
+{
+	struct cn_gpu_info *in = calloc(1, sizeof(*in));
+	char name[PROM_NAME_MAX];
+	double scale;
+
+	if (in == NULL) {
+		b->oom = true;
+		return;
+	}
+	cn_gpu_get_info(nd->gpu, in);
+	gauge(b, "cachenode_gpu_present",
+	      "1 when the GPU tier has a usable CUDA device (components.gpu.absent_reason says why not)",
+	      in->present);
+	for (unsigned r = 0; r < cn_gpu_dev_metric_count; r++) {
+		cn_node_prom_name(name, sizeof(name), CN_PROM_GPU, &cn_gpu_dev_metric_desc[r],
+				  &scale);
+		row_family(b, name, &cn_gpu_dev_metric_desc[r], scale);
+		for (unsigned i = 0; i < in->ndev; i++) {
+			pb_printf(b, "%s{%s,device=\"%u\"}", name, b->node, i);
+			value(b, ((const uint64_t *)cn_gpu_dev_stats(nd->gpu, i))[r], scale);
+		}
+	}
+	free(in);
+}
+
 /* cachenode_component_healthy{component="engine.l1"} for every component, depth first. */
 static void components_out(struct pbuf *b, json_t *comps, const char *parent)
 {
@@ -483,6 +514,7 @@ char *cn_node_prometheus(struct cn_node *nd, size_t *len)
 	table_percore(&b, CN_PROM_VERBS, cn_verbs_metric_desc, cn_verbs_metric_count,
 		      nd->verbs_stats, sizeof(*nd->verbs_stats), nd->cfg.workers);
 	l2_out(&b, nd);
+	gpu_out(&b, nd);
 	if (nd->tel)
 		telemetry_out(&b, nd->tel);
 	registry_out(&b, nd);

@@ -44,6 +44,9 @@
 const struct cn_metric_desc cn_session_metric_desc[] = {CN_SESSION_METRICS(CN_METRIC_DESC)};
 const unsigned cn_session_metric_count = 0 CN_SESSION_METRICS(CN_METRIC_COUNT);
 
+/* struct cn_async.kind of the session's jobs */
+enum { ASYNC_L2 = 0, ASYNC_GPU = 1 };
+
 enum rx_state {
 	RX_HDR,	    /* want a frame header */
 	RX_META,    /* want meta_need bytes of the payload in rxb */
@@ -153,6 +156,15 @@ struct sess {
 	bool local_only; /* a peer node's session: L1 only, no L2 */
 	struct cn_l2_job *l2_req;
 	struct cn_l2_job *jobs;
+
+	/*
+	 * GPU (see "CN_F_GPU requests" below): the regions this connection
+	 * registered, and the one CN_F_GPU request in flight (a barrier:
+	 * nothing more is parsed until it finished).
+	 */
+	uint32_t *gpu_regions;
+	uint32_t gpu_nregions, gpu_cap;
+	struct gpu_req *gpu_req;
 };
 
 static void sess_process(struct sess *s);
@@ -162,6 +174,12 @@ static bool l2_retrieve(struct sess *s, struct tx_ent *e, uint32_t n, const stru
 static bool l2_lookup(struct sess *s, struct tx_ent *e, uint32_t n, const struct cn_key *keys,
 		      uint32_t prefix);
 static void l2_write_through(struct sess *s, struct store_item *it, uint32_t n);
+static void gpu_begin(struct sess *s, const uint8_t *p, uint32_t n);
+static int gpu_nodev(struct sess *s);
+static void do_gpu_register(struct sess *s, const uint8_t *p);
+static void do_gpu_unregister(struct sess *s, const uint8_t *p);
+static int gpu_async_done(struct cn_async *a);
+static void gpu_close(struct sess *s);
 
 /* ---- output ---- */
 
@@ -957,7 +975,8 @@ static int on_header(struct sess *s, const uint8_t *raw)
 	CN_STAT_INC(s->st, frames_rx);
 	plen = s->hdr.payload_len;
 	keys_max = CN_PROTO_BATCH_HDR +
-		   s->ctx->max_keys * (s->hdr.flags & CN_F_RDMA ? CN_PROTO_RDMA_DESC : CN_KEY_LEN);
+		   s->ctx->max_keys *
+			   (s->hdr.flags & (CN_F_RDMA | CN_F_GPU) ? CN_PROTO_RDMA_DESC : CN_KEY_LEN);
 	if (plen > s->ctx->max_frame)
 		return fatal(s, CN_E_TOOBIG, "frame length over the node's limit");
 	switch (s->hdr.opcode) {
@@ -992,9 +1011,37 @@ static int on_header(struct sess *s, const uint8_t *raw)
 		s->meta_need = CN_PROTO_BATCH_HDR; /* the count first, then the descriptors */
 		s->store_n = 0;
 		break;
+	case CN_OP_GPU_REGISTER:
+	case CN_OP_GPU_UNREGISTER:
+		if (!cn_gpu_present(s->ctx->gpu))
+			return gpu_nodev(s);
+		if (plen != (s->hdr.opcode == CN_OP_GPU_REGISTER ? CN_PROTO_GPU_REG_LEN
+								  : CN_PROTO_BATCH_HDR)) {
+			req_error(s, 0, CN_E_INVAL, "payload length is not that of the opcode");
+			return 0;
+		}
+		s->meta_need = plen;
+		break;
 	default:
 		req_error(s, 0, CN_E_OPCODE, "unknown opcode");
 		return 0;
+	}
+	if (s->hdr.flags & CN_F_GPU) {
+		if (s->hdr.opcode != CN_OP_STORE && s->hdr.opcode != CN_OP_RETRIEVE) {
+			req_error(s, 0, CN_E_INVAL,
+				  "CN_F_GPU on an opcode other than STORE/RETRIEVE");
+			return 0;
+		}
+		if (s->hdr.flags & CN_F_RDMA) {
+			req_error(s, 0, CN_E_INVAL, "CN_F_GPU and CN_F_RDMA together");
+			return 0;
+		}
+		if (!cn_gpu_present(s->ctx->gpu))
+			return gpu_nodev(s);
+		if (s->wake == NULL) {
+			req_error(s, 0, CN_E_INVAL, "GPU requests on a transport without completions");
+			return 0;
+		}
 	}
 	if (s->hdr.flags & CN_F_RDMA) {
 		if (s->hdr.opcode != CN_OP_STORE && s->hdr.opcode != CN_OP_RETRIEVE) {
@@ -1017,7 +1064,8 @@ static int on_header(struct sess *s, const uint8_t *raw)
  */
 static void on_key_batch(struct sess *s, const uint8_t *p)
 {
-	bool rdma = s->hdr.flags & CN_F_RDMA; /* only RETRIEVE gets here with it */
+	/* only RETRIEVE gets here with CN_F_RDMA or CN_F_GPU (both: 48-byte descriptors) */
+	bool rdma = s->hdr.flags & (CN_F_RDMA | CN_F_GPU);
 	uint32_t plen = s->hdr.payload_len;
 	uint32_t n = plen >= 8 ? cn_get_le32(p) : 0;
 	uint64_t want = CN_PROTO_BATCH_HDR + (uint64_t)n * (rdma ? CN_PROTO_RDMA_DESC : CN_KEY_LEN);
@@ -1034,7 +1082,9 @@ static void on_key_batch(struct sess *s, const uint8_t *p)
 		do_lookup(s, n, keys);
 		break;
 	case CN_OP_RETRIEVE:
-		if (rdma)
+		if (s->hdr.flags & CN_F_GPU)
+			gpu_begin(s, p, n);
+		else if (rdma)
 			rdma_retrieve_begin(s, n, p);
 		else
 			do_retrieve(s, n, keys);
@@ -1061,6 +1111,12 @@ static void on_meta(struct sess *s, const uint8_t *p)
 	case CN_OP_STATUS:
 		do_status(s);
 		return;
+	case CN_OP_GPU_REGISTER:
+		do_gpu_register(s, p);
+		return;
+	case CN_OP_GPU_UNREGISTER:
+		do_gpu_unregister(s, p);
+		return;
 	case CN_OP_STORE:
 		break;
 	default:
@@ -1068,7 +1124,7 @@ static void on_meta(struct sess *s, const uint8_t *p)
 		return;
 	}
 	if (s->meta_need == CN_PROTO_BATCH_HDR) {
-		bool rdma = s->hdr.flags & CN_F_RDMA;
+		bool rdma = s->hdr.flags & (CN_F_RDMA | CN_F_GPU); /* descriptors only */
 		uint32_t n = cn_get_le32(p);
 		uint64_t need = CN_PROTO_BATCH_HDR +
 				(uint64_t)n * (rdma ? CN_PROTO_RDMA_DESC : CN_PROTO_STORE_DESC);
@@ -1079,10 +1135,12 @@ static void on_meta(struct sess *s, const uint8_t *p)
 				  "chunk count is 0, over max keys, or larger than the frame");
 			return;
 		}
-		/* RDMA: no payload follows the descriptors */
+		/* RDMA, GPU: no payload follows the descriptors */
 		if (rdma && need != s->hdr.payload_len) {
 			req_error(s, CN_PROTO_BATCH_HDR, CN_E_INVAL,
-				  "frame length is not that of the RDMA descriptors");
+				  s->hdr.flags & CN_F_GPU
+					  ? "frame length is not that of the GPU descriptors"
+					  : "frame length is not that of the RDMA descriptors");
 			return;
 		}
 		if (!rdma && items_reserve(s, n) < 0) {
@@ -1091,6 +1149,10 @@ static void on_meta(struct sess *s, const uint8_t *p)
 		}
 		s->store_n = n;
 		s->meta_need = (uint32_t)need; /* stay in RX_META for the descriptors */
+		return;
+	}
+	if (s->hdr.flags & CN_F_GPU) {
+		gpu_begin(s, p, s->store_n);
 		return;
 	}
 	store_begin(s, p);
@@ -1113,7 +1175,7 @@ static void sess_process(struct sess *s)
 			return; /* resumed from tx_done() */
 		switch (s->state) {
 		case RX_HDR:
-			if (s->l2_req != NULL)
+			if (s->l2_req != NULL || s->gpu_req != NULL)
 				goto out; /* resumed from async_done() */
 			if (avail < CN_PROTO_HDR_LEN)
 				goto out;
@@ -1568,6 +1630,9 @@ drop:
 static int sess_async_done(struct cn_async *a)
 {
 	struct cn_l2_job *j = (struct cn_l2_job *)a;
+
+	if (a->kind == ASYNC_GPU)
+		return gpu_async_done(a);
 	struct cn_session_ctx *ctx = j->ctx;
 	struct sess *s = j->sess;
 	struct tx_ent *e = j->user;
@@ -1610,6 +1675,419 @@ static int sess_async_done(struct cn_async *a)
 	if (s->l2_req == NULL)
 		sess_process(s); /* frames staged behind the request */
 	return s->state == RX_DEAD ? -EPROTO : 1;
+}
+
+/* ---- CN_F_GPU requests ----
+ *
+ * A connection first registers GPU regions (GPU_REGISTER: the tier maps the
+ * engine's CUDA IPC handle; the ids are kept per connection and released at
+ * close). A STORE/RETRIEVE with CN_F_GPU then names chunks as (region,
+ * offset, length) in the RDMA descriptor layout (rkey = region, addr =
+ * offset). The session checks every descriptor before touching L1, reserves
+ * (STORE) or pins (RETRIEVE) the slabs, and hands the tier one copy batch
+ * per region named. The tier's completion (a CUDA runtime thread) posts the
+ * batch's job through the transport's wake path; gpu_async_done() on this
+ * worker counts it down and, after the last, commits the STORE's chunks
+ * together (or unpins the RETRIEVE's), fills in the statuses and releases
+ * the reply, held in the output FIFO since the request started. A batch
+ * that failed on the device fails its chunks (CN_E_INTERNAL): a STORE's are
+ * aborted, never visible. While the request runs the session parses
+ * nothing more. If the connection closes first the request is orphaned:
+ * the jobs still come back (copies cannot be cancelled), and the last one
+ * releases the slabs and the regions, which the copies were still using.
+ */
+
+struct gpu_req {
+	struct sess *s;	       /* NULL once orphaned */
+	struct rreq *r;	       /* the items: rkey = region, addr = offset */
+	struct cn_session_ctx *ctx;
+	unsigned core;
+	uint32_t pending;      /* batches not back yet */
+	bool orphaned;	       /* the session closed: free everything when pending hits 0 */
+	uint32_t *regions;     /* orphaned: the session's regions, closed at the end */
+	uint32_t nregions;
+	uint64_t sid;	       /* telemetry span */
+	uint64_t bytes;
+};
+
+struct gpu_job {
+	struct cn_async async; /* must be first; kind = ASYNC_GPU */
+	struct cn_wake wake;
+	struct gpu_req *g;
+	struct cn_gpu_batch *batch;
+	uint32_t region;
+	int status;
+};
+
+static int gpu_nodev(struct sess *s)
+{
+	char what[CN_GPU_REASON_LEN + 32];
+
+	CN_STAT_INC(s->st, gpu_nodev);
+	snprintf(what, sizeof(what), "no GPU tier (%s)",
+		 s->ctx->gpu != NULL ? cn_gpu_reason(s->ctx->gpu) : "not configured");
+	req_error(s, 0, CN_E_NODEV, what);
+	return 0;
+}
+
+static bool gpu_region_mine(const struct sess *s, uint32_t id)
+{
+	for (uint32_t i = 0; i < s->gpu_nregions; i++)
+		if (s->gpu_regions[i] == id)
+			return true;
+	return false;
+}
+
+/* GPU_REGISTER: u32 dev, u32 0, u64 size, handle[64] -> u32 region, u32 0. */
+static void do_gpu_register(struct sess *s, const uint8_t *p)
+{
+	int dev = (int)cn_get_le32(p);
+	uint64_t size = cn_get_le64(p + 8);
+	char err[160] = "", what[200];
+	struct tx_ent *e;
+	uint32_t id;
+	int r;
+
+	if (s->gpu_nregions == s->gpu_cap) {
+		uint32_t cap = s->gpu_cap ? 2 * s->gpu_cap : 8;
+		uint32_t *n = realloc(s->gpu_regions, cap * sizeof(*n));
+
+		if (n == NULL) {
+			req_error(s, s->hdr.payload_len, CN_E_BUSY, "out of memory");
+			return;
+		}
+		s->gpu_regions = n;
+		s->gpu_cap = cap;
+	}
+	r = cn_gpu_region_open(s->ctx->gpu, dev, p + 16, size, &id, err, sizeof(err));
+	if (r < 0) {
+		snprintf(what, sizeof(what), "device %d: %s", dev, err[0] ? err : strerror(-r));
+		req_error(s, s->hdr.payload_len, cn_status_from_errno(r), what);
+		return;
+	}
+	e = batch_reply(s, 0, 0, 0);
+	if (e == NULL) {
+		cn_gpu_region_close(s->ctx->gpu, id);
+		return;
+	}
+	s->gpu_regions[s->gpu_nregions++] = id;
+	CN_STAT_INC(s->st, gpu_regions);
+	cn_put_le32(e->meta, id);
+	tx_push(s, e, CN_OP_GPU_REGISTER, 0, CN_OK, CN_PROTO_BATCH_HDR);
+	s->state = RX_HDR;
+}
+
+/* GPU_UNREGISTER: u32 region, u32 0 -> empty. */
+static void do_gpu_unregister(struct sess *s, const uint8_t *p)
+{
+	uint32_t id = cn_get_le32(p);
+	struct tx_ent *e;
+
+	for (uint32_t i = 0; i < s->gpu_nregions; i++) {
+		if (s->gpu_regions[i] != id)
+			continue;
+		e = tx_alloc(0, 0);
+		if (e == NULL) {
+			s->state = RX_DEAD;
+			return;
+		}
+		cn_gpu_region_close(s->ctx->gpu, id);
+		s->gpu_regions[i] = s->gpu_regions[--s->gpu_nregions];
+		tx_push(s, e, CN_OP_GPU_UNREGISTER, 0, CN_OK, 0);
+		s->state = RX_HDR;
+		return;
+	}
+	req_error(s, s->hdr.payload_len, CN_E_INVAL, "not a region of this connection");
+}
+
+/* A CUDA runtime thread: hand the batch back to the session's worker. */
+static void gpu_batch_done(struct cn_gpu_batch *b, int status, void *arg)
+{
+	struct gpu_job *j = arg;
+
+	(void)b;
+	j->status = status;
+	j->wake.post(j->wake.worker, &j->async);
+}
+
+/* Release what @g holds (orphaned, or failed before starting) and free it. */
+static void gpu_req_free(struct gpu_req *g)
+{
+	struct cn_engine *eng = g->ctx->engine;
+
+	for (uint32_t i = 0; i < g->r->n; i++) {
+		struct store_item *it = &g->r->it[i];
+
+		if (it->reserved)
+			cn_engine_store_abort(eng, g->core, &it->ref);
+		if (it->pinned)
+			cn_engine_unpin(eng, g->core, &it->ref);
+	}
+	for (uint32_t i = 0; i < g->nregions; i++)
+		cn_gpu_region_close(g->ctx->gpu, g->regions[i]);
+	free(g->regions);
+	free(g->r);
+	free(g);
+}
+
+/* Every batch of the session's GPU request is back: finish it and let the reply go. */
+static void gpu_finish(struct sess *s, struct gpu_req *g)
+{
+	struct rreq *r = g->r;
+	bool store = r->opcode == CN_OP_STORE;
+	uint32_t per = store ? 4 : CN_PROTO_RETR_DESC;
+	uint8_t *meta = r->reply->meta + CN_PROTO_BATCH_HDR;
+	uint32_t ok = 0;
+	uint64_t bytes = 0;
+
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct store_item *it = &r->it[i];
+		uint8_t *d = meta + per * i;
+
+		if (it->reserved && it->status != CN_OK) {
+			cn_engine_store_abort(s->ctx->engine, s->core, &it->ref); /* copy failed */
+			it->reserved = false;
+		}
+		if (it->reserved) {
+			int rc = cn_engine_store_commit(s->ctx->engine, s->core, &it->ref);
+
+			it->reserved = false;
+			if (rc < 0)
+				it->status = cn_status_from_errno(rc);
+		}
+		if (it->pinned) {
+			cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+			it->pinned = false;
+		}
+		if (it->status == CN_OK) {
+			ok++;
+			bytes += store ? it->len : it->ref.len;
+		}
+		cn_put_le32(d, (uint32_t)it->status);
+	}
+	if (store) {
+		CN_STAT_ADD(s->st, store_ok, ok);
+		CN_STAT_ADD(s->st, store_bytes, bytes);
+		CN_STAT_ADD(s->st, store_failed, r->n - ok);
+		l2_write_through(s, r->it, r->n);
+	} else {
+		CN_STAT_ADD(s->st, retrieve_hits, ok);
+		CN_STAT_ADD(s->st, retrieve_bytes, bytes);
+	}
+	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_gpu_copy, g->sid, ok, bytes, 0);
+	r->reply->held = false;
+	free(r);
+	free(g);
+	s->gpu_req = NULL;
+}
+
+static int gpu_async_done(struct cn_async *a)
+{
+	struct gpu_job *j = (struct gpu_job *)a;
+	struct gpu_req *g = j->g;
+	struct sess *s = g->s;
+	int r;
+
+	cn_gpu_batch_free(g->ctx->gpu, j->batch);
+	if (j->status < 0) {
+		for (uint32_t i = 0; i < g->r->n; i++) {
+			struct store_item *it = &g->r->it[i];
+
+			if (it->rkey == j->region && it->status == CN_OK) {
+				it->status = CN_E_INTERNAL;
+				CN_STAT_INC(&g->ctx->stats[g->core], gpu_copy_failed);
+			}
+		}
+	}
+	free(j);
+	if (--g->pending > 0)
+		return g->orphaned ? 0 : 1;
+	if (g->orphaned) {
+		cn_engine_span_end(g->ctx->engine, g->core, CN_TEL_OP_gpu_copy, g->sid, 0, 0,
+				   -ECONNABORTED);
+		gpu_req_free(g);
+		return 0;
+	}
+	gpu_finish(s, g);
+	sess_process(s); /* frames staged behind the request */
+	r = s->state == RX_DEAD ? -EPROTO : 1;
+	return r;
+}
+
+/*
+ * The session closes: an unfinished GPU request is orphaned (its batches
+ * still come back and the last frees it, with the regions it may still be
+ * copying from); otherwise the regions are closed now.
+ */
+static void gpu_close(struct sess *s)
+{
+	struct gpu_req *g = s->gpu_req;
+
+	if (g != NULL) {
+		g->orphaned = true;
+		g->s = NULL;
+		g->regions = s->gpu_regions;
+		g->nregions = s->gpu_nregions;
+		s->gpu_req = NULL;
+	} else {
+		for (uint32_t i = 0; i < s->gpu_nregions; i++)
+			cn_gpu_region_close(s->ctx->gpu, s->gpu_regions[i]);
+		free(s->gpu_regions);
+	}
+	s->gpu_regions = NULL;
+	s->gpu_nregions = s->gpu_cap = 0;
+}
+
+/*
+ * STORE (n descriptors {key, len, region, off}) or RETRIEVE (n descriptors
+ * {key, cap, region, off}) with CN_F_GPU, the frame checked to hold exactly
+ * them. Everything is validated before L1 is touched; then the request
+ * starts (no RDMA request can be in flight: a GPU request is a barrier).
+ */
+static void gpu_begin(struct sess *s, const uint8_t *p, uint32_t n)
+{
+	bool store = s->hdr.opcode == CN_OP_STORE;
+	uint32_t per = store ? 4 : CN_PROTO_RETR_DESC;
+	uint64_t max_chunk = cn_engine_max_chunk(s->ctx->engine);
+	uint32_t meta = CN_PROTO_BATCH_HDR + n * CN_PROTO_RDMA_DESC;
+	struct cn_gpu_copy *copies = NULL;
+	struct gpu_req *g = NULL;
+	struct rreq *r = rreq_parse(s, p, n);
+	struct tx_ent *e;
+	const char *bad = NULL;
+
+	if (r == NULL || (g = calloc(1, sizeof(*g))) == NULL ||
+	    (copies = malloc(n * sizeof(*copies))) == NULL) {
+		free(r);
+		free(g);
+		req_error(s, meta, CN_E_BUSY, "out of memory");
+		return;
+	}
+	for (uint32_t i = 0; i < n && bad == NULL; i++) {
+		const struct store_item *it = &r->it[i];
+		uint64_t rsize = gpu_region_mine(s, it->rkey)
+					 ? cn_gpu_region_size(s->ctx->gpu, it->rkey)
+					 : 0;
+
+		if (rsize == 0)
+			bad = "not a GPU region of this connection";
+		else if (it->len == 0)
+			bad = store ? "zero-length chunk in batch" : "zero capacity";
+		else if (store && it->len > max_chunk)
+			bad = "chunk larger than the node's max chunk";
+		else if (it->addr > rsize || it->len > rsize - it->addr)
+			bad = "range outside the GPU region";
+	}
+	for (uint32_t i = 1; store && bad == NULL && i < n; i++)
+		if (memcmp(&r->sorted[i - 1], &r->sorted[i], CN_KEY_LEN) == 0)
+			bad = "duplicate key in batch";
+	if (bad != NULL) {
+		free(copies);
+		free(g);
+		free(r);
+		req_error(s, meta, CN_E_INVAL, bad);
+		return;
+	}
+	e = batch_reply(s, n, per, 0);
+	if (e == NULL) {
+		free(copies);
+		free(g);
+		free(r);
+		return;
+	}
+	g->s = s;
+	g->r = r;
+	g->ctx = s->ctx;
+	g->core = s->core;
+	r->reply = e;
+	if (store) {
+		CN_STAT_INC(s->st, store_reqs);
+		CN_STAT_ADD(s->st, store_keys, n);
+		CN_STAT_INC(s->st, gpu_store_reqs);
+	} else {
+		CN_STAT_INC(s->st, retrieve_reqs);
+		CN_STAT_ADD(s->st, retrieve_keys, n);
+		CN_STAT_INC(s->st, gpu_retrieve_reqs);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct store_item *it = &r->it[i];
+		uint8_t *d = e->meta + CN_PROTO_BATCH_HDR + per * i;
+		int rc;
+
+		if (store) {
+			rc = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len,
+						   &it->ref);
+			it->reserved = rc == 0;
+		} else {
+			rc = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
+			cn_put_le32(d + 4, rc == 0 ? it->ref.len : 0);
+			if (rc == 0 && it->ref.len > it->len) {
+				cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+				rc = -E2BIG; /* len stays: the requester learns the size it needs */
+			}
+			it->pinned = rc == 0;
+		}
+		it->status = cn_status_from_errno(rc);
+		cn_put_le32(d, (uint32_t)it->status);
+		if (rc == 0)
+			g->bytes += store ? it->len : it->ref.len;
+	}
+	e->held = true;
+	tx_push(s, e, s->hdr.opcode, 0, CN_OK, CN_PROTO_BATCH_HDR + per * n);
+	s->state = RX_HDR;
+	s->gpu_req = g;
+	g->sid = cn_engine_span_begin(s->ctx->engine, s->core, CN_TEL_OP_gpu_copy, n);
+	/* one batch per region, the region's chunks in request order */
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t region = r->it[i].rkey, nc = 0;
+		struct gpu_job *j;
+		int rc;
+
+		bool first = r->it[i].reserved || r->it[i].pinned;
+
+		/* the region's batch goes with its first chunk that holds a slab */
+		for (uint32_t k = 0; k < i && first; k++)
+			first = r->it[k].rkey != region || !(r->it[k].reserved || r->it[k].pinned);
+		if (!first)
+			continue;
+		for (uint32_t k = i; k < n; k++) {
+			const struct store_item *it = &r->it[k];
+
+			if (it->rkey == region && (it->reserved || it->pinned))
+				copies[nc++] = (struct cn_gpu_copy){
+					.host = it->ref.data,
+					.off = it->addr,
+					.len = store ? it->len : it->ref.len,
+				};
+		}
+		j = calloc(1, sizeof(*j));
+		rc = j == NULL ? -ENOMEM : 0;
+		if (j != NULL) {
+			j->async.kind = ASYNC_GPU;
+			j->async.conn = s->wake->conn;
+			j->wake = *s->wake;
+			j->g = g;
+			j->region = region;
+			g->pending++; /* before submit: the completion may come at once */
+			rc = cn_gpu_batch_submit(s->ctx->gpu, s->core, region,
+						 store ? CN_GPU_D2H : CN_GPU_H2D, copies, nc,
+						 gpu_batch_done, j, &j->batch);
+			if (rc < 0) {
+				g->pending--;
+				free(j);
+			}
+		}
+		if (rc < 0) {
+			for (uint32_t k = i; k < n; k++)
+				if (r->it[k].rkey == region && r->it[k].status == CN_OK) {
+					r->it[k].status = CN_E_INTERNAL;
+					CN_STAT_INC(s->st, gpu_copy_failed);
+				}
+		}
+	}
+	free(copies);
+	if (g->pending == 0)
+		gpu_finish(s, g);
 }
 
 /* ---- struct cn_session_ops ---- */
@@ -1785,6 +2263,7 @@ static void sess_close(void *sp, int err)
 	}
 	s->jobs = NULL;
 	s->l2_req = NULL;
+	gpu_close(s); /* before the replies go: a GPU request's reply is among them */
 	while (s->tx_head) {
 		struct tx_ent *e = s->tx_head;
 		s->tx_head = e->next;
@@ -1803,7 +2282,7 @@ static bool sess_idle(void *sp)
 
 	/* bytes of a next frame already staged mean a request has begun */
 	return (s->state == RX_HDR || s->state == RX_DEAD) && s->nitems == 0 &&
-	       s->l2_req == NULL && s->rq_head == NULL && s->wait_req == NULL && s->tx_head == NULL &&
+	       s->l2_req == NULL && s->gpu_req == NULL && s->rq_head == NULL && s->wait_req == NULL && s->tx_head == NULL &&
 	       (s->state == RX_DEAD || s->rx_off == s->rx_len);
 }
 

@@ -25,7 +25,11 @@
  *      "l2": {is_healthy, reason, enabled, source, owner, write, timeout_ms, members,
  *             peers_down, "counters": {CN_L2_METRICS},
  *             "peers": [{id, addr, transport, member, up, down_ms_left, fails,
- *                        last_error, "counters": {CN_L2_PEER_METRICS}}]}}}
+ *                        last_error, "counters": {CN_L2_PEER_METRICS}}]},
+ *      "gpu": {is_healthy, reason, built, present, absent_reason, mode, runtime_version,
+ *              driver_version, host_registered, host_reason, rdma_mode, rdma_reason,
+ *              "devices": [{ordinal, name, pci_bus_id, mem_total, compute_capability,
+ *                           copy_engines, "counters": {CN_GPU_DEV_METRICS}}]}}}
  *
  * Health rules. Each is stateless (it reads the levels of this moment, so
  * two readers never disagree and nothing has to remember the last call):
@@ -50,6 +54,9 @@
  *                                               peer down is not a node problem: it is
  *                                               reported per peer (up: false), its keys
  *                                               are misses
+ *   gpu         never: absent is a state, not a  "present": false and "absent_reason" (CUDA's
+ *               failure (GPU requests get       words) say why; failed copies are counted
+ *               CN_E_NODEV)                     per device (copy_errors)
  *   engine      any child unhealthy             the child's reason, prefixed "l1: "
  *   (root)      engine, transport or telemetry  the first one's path: "engine.l1: ..."
  *               unhealthy
@@ -339,6 +346,51 @@ static json_t *l2_json(struct tree *t, const struct cn_node *nd, struct health *
 	return o;
 }
 
+static json_t *gpu_json(struct tree *t, const struct cn_node *nd, struct health *h)
+{
+	json_t *o = component(t), *devs = json_array();
+	struct cn_gpu_info *in = calloc(1, sizeof(*in));
+	char cc[16];
+
+	if (in == NULL) {
+		t->oom = true;
+		json_decref(devs);
+		return o;
+	}
+	cn_gpu_get_info(nd->gpu, in);
+	put(t, o, "built", json_boolean(in->built));
+	put(t, o, "present", json_boolean(in->present));
+	put(t, o, "absent_reason", json_string(in->present ? "" : in->reason));
+	put(t, o, "mode", json_string(nd->cfg.gpu));
+	put_u64(t, o, "runtime_version", (uint64_t)in->runtime_version);
+	put_u64(t, o, "driver_version", (uint64_t)in->driver_version);
+	put(t, o, "host_registered", json_boolean(in->host_registered));
+	put(t, o, "host_reason", json_string(in->host_reason));
+	put(t, o, "rdma_mode", json_string(in->rdma_mode));
+	put(t, o, "rdma_reason", json_string(in->rdma_reason));
+	for (unsigned i = 0; i < in->ndev && i < CN_GPU_MAX_DEVICES; i++) {
+		const struct cn_gpu_dev_info *d = &in->dev[i];
+		json_t *p = json_object();
+
+		snprintf(cc, sizeof(cc), "%d.%d", d->cc_major, d->cc_minor);
+		put_u64(t, p, "ordinal", (uint64_t)d->ordinal);
+		put(t, p, "name", json_string(d->name));
+		put(t, p, "pci_bus_id", json_string(d->pci_bus_id));
+		put_u64(t, p, "mem_total", d->mem_total);
+		put(t, p, "compute_capability", json_string(cc));
+		put_u64(t, p, "copy_engines", (uint64_t)d->copy_engines);
+		put(t, p, "counters",
+		    table_json(t, NULL, cn_gpu_dev_metric_desc, cn_gpu_dev_metric_count,
+			       (const uint64_t *)cn_gpu_dev_stats(nd->gpu, i)));
+		if (json_array_append_new(devs, p) < 0)
+			t->oom = true;
+	}
+	put(t, o, "devices", devs);
+	free(in);
+	seal(t, o, h);
+	return o;
+}
+
 /* {count, p50_us, ...} per op that has spans; quantiles are bucket upper bounds. */
 static json_t *latency_json(struct tree *t, const struct cn_tel *tel)
 {
@@ -499,7 +551,7 @@ json_t *cn_node_status(struct cn_node *nd)
 {
 	struct tree t = {.oom = false};
 	struct health root = {.ok = true}, eh = {.ok = true}, th = {.ok = true},
-		      mh = {.ok = true}, rh = {.ok = true}, lh = {.ok = true};
+		      mh = {.ok = true}, rh = {.ok = true}, lh = {.ok = true}, gh = {.ok = true};
 	json_t *o = component(&t), *kids = json_object();
 
 	put(&t, o, "node", node_json(&t, nd));
@@ -508,10 +560,12 @@ json_t *cn_node_status(struct cn_node *nd)
 	put(&t, kids, "telemetry", telemetry_json(&t, nd, &mh));
 	put(&t, kids, "registry", registry_json(&t, nd, &rh));
 	put(&t, kids, "l2", l2_json(&t, nd, &lh));
+	put(&t, kids, "gpu", gpu_json(&t, nd, &gh));
 	inherit(&root, "engine", &eh);
 	inherit(&root, "transport", &th);
 	inherit(&root, "telemetry", &mh);
 	inherit(&root, "l2", &lh);
+	inherit(&root, "gpu", &gh);
 	/* not the registry: see the health rules above */
 	put(&t, o, "components", kids);
 	seal(&t, o, &root);

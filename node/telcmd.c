@@ -80,6 +80,13 @@
 	  "`peers_down`, every node-wide L2 counter (u64), `peers` (`{\"<i>\": {id, up, "        \
 	  "member}}`); with a peer index: `index`, `id`, `addr`, `transport`, `member`, `up`, "   \
 	  "`down_ms_left`, `fails`, `last_error` and every per-peer counter")                     \
+	X(gpu, "none, or a device index (`/cachenode/gpu,0`)",                                     \
+	  "GPU tier: present or absent and why, devices, copy counters; /cachenode/gpu,<dev>",      \
+	  "without a param: dict `built`, `present` (0/1), `absent_reason`, `mode`, "               \
+	  "`runtime_version`, `driver_version`, `host_registered` (0/1), `host_reason`, "          \
+	  "`rdma_mode`, `rdma_reason`, `devices`, every per-device counter summed (u64); with a "  \
+	  "device index: `device`, `name`, `pci_bus_id`, `mem_total`, `cc_major`, `cc_minor`, "    \
+	  "`copy_engines` and that device's counters; no such device: error")                      \
 	X(latency, "none, or an op name (`/cachenode/latency,store`)",                             \
 	  "per-op latency: /cachenode/latency,<op> (none: every op and its count)",                \
 	  "with an op: dict `op`, `count`, `min_ns`, `max_ns`, `mean_ns`, `p50_ns`, `p90_ns`, "    \
@@ -658,6 +665,68 @@ static int cmd_l2(void *ctx, const char *params, struct rte_tel_data *d)
 		return r;
 	}
 	return add_child(d, "peers", peers);
+}
+
+/* ---- /cachenode/gpu ---- */
+
+#define N_GPU (0 CN_GPU_DEV_METRICS(ROW_COUNT))
+_Static_assert(N_GPU + 11 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/gpu dict");
+
+static int cmd_gpu(void *ctx, const char *params, struct rte_tel_data *d)
+{
+	struct cn_node *nd = ctx;
+	struct cn_gpu_info *in;
+	struct cn_gpu_dev_stats sum;
+	unsigned long first = 0, count = 0;
+	int r;
+
+	if (nd == NULL)
+		return -ENODEV;
+	in = calloc(1, sizeof(*in));
+	if (in == NULL)
+		return -ENOMEM;
+	cn_gpu_get_info(nd->gpu, in);
+	rte_tel_data_start_dict(d);
+	if (!no_params(params)) {
+		const struct cn_gpu_dev_info *dv;
+
+		if (parse_page(params, &first, &count) < 0 || count != 0 || first >= in->ndev) {
+			free(in);
+			return -EINVAL;
+		}
+		dv = &in->dev[first];
+		add_u64(d, "device", first);
+		add_str(d, "name", dv->name);
+		add_str(d, "pci_bus_id", dv->pci_bus_id);
+		add_u64(d, "mem_total", dv->mem_total);
+		add_u64(d, "cc_major", (uint64_t)dv->cc_major);
+		add_u64(d, "cc_minor", (uint64_t)dv->cc_minor);
+		add_u64(d, "copy_engines", (uint64_t)dv->copy_engines);
+		r = add_table(d, "", cn_gpu_dev_metric_desc, N_GPU,
+			      (const uint64_t *)cn_gpu_dev_stats(nd->gpu, (unsigned)first));
+		free(in);
+		return r;
+	}
+	memset(&sum, 0, sizeof(sum));
+	for (unsigned i = 0; i < in->ndev; i++) {
+		const uint64_t *v = (const uint64_t *)cn_gpu_dev_stats(nd->gpu, i);
+
+		for (unsigned k = 0; v != NULL && k < N_GPU; k++)
+			((uint64_t *)&sum)[k] += v[k];
+	}
+	add_str(d, "built", in->built ? "cuda" : "no");
+	add_u64(d, "present", in->present);
+	add_str(d, "absent_reason", in->present ? "" : in->reason);
+	add_str(d, "mode", nd->cfg.gpu);
+	add_u64(d, "runtime_version", (uint64_t)in->runtime_version);
+	add_u64(d, "driver_version", (uint64_t)in->driver_version);
+	add_u64(d, "host_registered", in->host_registered);
+	add_str(d, "host_reason", in->host_reason);
+	add_str(d, "rdma_mode", in->rdma_mode);
+	add_str(d, "rdma_reason", in->rdma_reason);
+	add_u64(d, "devices", in->ndev);
+	free(in);
+	return add_table(d, "", cn_gpu_dev_metric_desc, N_GPU, (const uint64_t *)&sum);
 }
 
 /* ---- /cachenode/latency ---- */

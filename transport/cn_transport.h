@@ -65,6 +65,7 @@ struct cn_rdma_op {
 struct cn_async {
 	struct cn_async *next; /* the transport's queue link */
 	void *conn;	       /* wake.conn of the session that made it */
+	unsigned kind;	       /* the submitter's: tells its kinds of job apart (0 = L2) */
 };
 
 struct cn_wake {

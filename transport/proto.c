@@ -161,6 +161,8 @@ enum cn_status cn_status_from_errno(int err)
 		return CN_E_EXIST;
 	case EPROTONOSUPPORT:
 		return CN_E_VERSION;
+	case ENODEV:
+		return CN_E_NODEV;
 	case EOPNOTSUPP:
 		return CN_E_OPCODE;
 	case EBUSY:
@@ -192,6 +194,10 @@ const char *cn_op_name(uint8_t op)
 		return "status";
 	case CN_OP_PREFETCH:
 		return "prefetch";
+	case CN_OP_GPU_REGISTER:
+		return "gpu_register";
+	case CN_OP_GPU_UNREGISTER:
+		return "gpu_unregister";
 	case CN_OP_ERROR:
 		return "error";
 	}

@@ -196,9 +196,23 @@ int cn_client_status(struct cn_client *c, char **json);
 #define CN_CLIENT_MAX_DEPTH 256
 
 struct cn_buf {
-	void *data;   /* STORE: bytes to send; RETRIEVE: where the chunk goes */
+	void *data;   /* STORE: bytes to send; RETRIEVE: where the chunk goes (unused: GPU) */
 	uint32_t len; /* STORE: in; RETRIEVE: out (the chunk's size) */
 	uint32_t cap; /* RETRIEVE: capacity of data */
+};
+
+/*
+ * Where a chunk of a GPU request lives (cn_req.gpu): a region registered on
+ * this connection (cn_client_gpu_register) and the offset in it. The node
+ * copies the chunk device -> L1 (STORE, bufs[i].len bytes) or L1 -> device
+ * (RETRIEVE, up to bufs[i].cap bytes) on a copy engine and replies once the
+ * copies completed: a completed RETRIEVE's bytes are in device memory. A node
+ * without a usable GPU fails the request with -ENODEV and its reason
+ * (cn_client_errmsg).
+ */
+struct cn_gpu_loc {
+	uint32_t region;
+	uint64_t off;
 };
 
 struct cn_req {
@@ -212,6 +226,7 @@ struct cn_req {
 	int result;		   /* out: 0, or -errno for the request as a whole */
 	void *user;		   /* caller's, untouched */
 	uint64_t req_id;	   /* set by submit */
+	const struct cn_gpu_loc *gpu; /* STORE / RETRIEVE: NULL, or nkeys places in GPU regions */
 };
 
 /**
@@ -243,6 +258,47 @@ unsigned cn_client_outstanding(const struct cn_client *c);
  * outstanding). Returns req->result or a connection error.
  */
 int cn_client_exec(struct cn_client *c, struct cn_req *req);
+
+/* ---- GPU memory ----
+ *
+ * Chunks born in GPU memory reach the node two ways:
+ *   - regions (the node copies): an engine on the node's host registers a
+ *     cudaMalloc'd allocation once (cn_client_gpu_register(): a CUDA IPC
+ *     handle the node maps); requests with cn_req.gpu then name chunks as
+ *     (region, offset, length) and the node's copy engines move them between
+ *     the device and its L1, with no copy in this process;
+ *   - device pointers (this process copies): cn_client_store_device() and
+ *     cn_client_retrieve_device() stage a chunk through host memory here,
+ *     so they work with any node, remote ones and ones without a GPU.
+ * Both need a usable CUDA device in this process, else -ENODEV and the CUDA
+ * runtime's reason in cn_client_errmsg(). Nothing here initialises CUDA
+ * until one of these calls is made.
+ */
+
+/**
+ * cn_client_gpu_register - let the node copy to and from the allocation
+ * [dev_base, dev_base + size) of this process's device memory. @dev_base
+ * must be an allocation's start (what cudaMalloc returned). The region
+ * belongs to the connection and is released when it closes.
+ * Returns 0 and *region, -ENODEV (no CUDA here, or the node has no usable
+ * GPU: the message says which), -EINVAL (not a device allocation start),
+ * or a connection error.
+ */
+int cn_client_gpu_register(struct cn_client *c, void *dev_base, size_t size, uint32_t *region);
+
+/** cn_client_gpu_unregister - release @region. 0, -EINVAL (not this connection's), -errno. */
+int cn_client_gpu_unregister(struct cn_client *c, uint32_t region);
+
+/**
+ * cn_client_store_device / cn_client_retrieve_device - cn_client_store() and
+ * cn_client_retrieve() of a chunk in this process's device memory (@dev),
+ * staged through host memory. The same returns, plus -ENODEV (no CUDA) and
+ * -EIO (the device copy failed).
+ */
+int cn_client_store_device(struct cn_client *c, const struct cn_key *key, const void *dev,
+			   uint32_t len);
+int cn_client_retrieve_device(struct cn_client *c, const struct cn_key *key, void *dev,
+			      uint32_t cap, uint32_t *len);
 
 /* ---- keys ---- */
 

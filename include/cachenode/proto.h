@@ -52,6 +52,10 @@ extern "C" {
 #define CN_F_RESPONSE 0x0001u /* set on every reply */
 #define CN_F_CLOSE    0x0002u /* reply: the node closes the connection after this frame */
 #define CN_F_RDMA     0x0004u /* STORE/RETRIEVE request: payloads move by RDMA (verbs only) */
+#define CN_F_GPU      0x0008u /* STORE/RETRIEVE request: payloads are in a GPU region */
+
+#define CN_PROTO_GPU_REG_LEN	80u /* GPU_REGISTER request: u32 dev, u32 0, u64 size, handle[64] */
+#define CN_PROTO_GPU_HANDLE_LEN 64u /* a CUDA IPC memory handle, opaque */
 
 /*
  * A HELLO client name starting with this marks the connection as another
@@ -91,6 +95,21 @@ struct cn_key {
  *               CN_OK chunk was RDMA-written to [addr, addr + len) before
  *               the reply was sent; a chunk larger than cap gets
  *               CN_E_TOOBIG with its len, and nothing is written
+ * STORE / RETRIEVE with CN_F_GPU (any transport; the node needs a GPU):
+ *          req: u32 n, u32 0, n x {key[32], u32 len/cap, u32 region, u64 off}:
+ *               the chunk lives at [off, off + len) of a region the same
+ *               connection registered (GPU_REGISTER); the node copies it
+ *               device -> L1 (STORE) or L1 -> device (RETRIEVE) on a copy
+ *               engine and replies when the copies completed
+ *          rep: as STORE / as RETRIEVE with CN_F_RDMA (no payload)
+ *          a node without a usable GPU answers CN_E_NODEV with the reason;
+ *          an unknown region or a range outside it is CN_E_INVAL for the
+ *          whole request, nothing stored or written
+ * GPU_REGISTER req: u32 dev, u32 0, u64 size, handle[64] (cudaIpcMemHandle_t
+ *               of an allocation on device dev, size bytes from its base)
+ *          rep: u32 region (> 0), u32 0; the region belongs to the connection
+ *               and is released when it closes (or by GPU_UNREGISTER)
+ * GPU_UNREGISTER req: u32 region, u32 0; rep: empty
  * DELETE   req: u32 n, u32 0, key[n]
  *          rep: u32 n, u32 0, i32 status[n]
  * PREFETCH req: u32 n, u32 0, key[n]
@@ -120,6 +139,8 @@ enum cn_op {
 	CN_OP_DELETE = 6,
 	CN_OP_STATUS = 7,
 	CN_OP_PREFETCH = 8,
+	CN_OP_GPU_REGISTER = 9,
+	CN_OP_GPU_UNREGISTER = 10,
 	CN_OP_ERROR = 127,
 };
 
@@ -145,7 +166,8 @@ enum cn_tier {
 	X(CN_E_OPCODE, 9, EOPNOTSUPP, "unknown opcode")                                      \
 	X(CN_E_BUSY, 10, EBUSY, "node busy")                                                 \
 	X(CN_E_SHUTDOWN, 11, ESHUTDOWN, "node shutting down")                                \
-	X(CN_E_INTERNAL, 12, EIO, "internal error")
+	X(CN_E_INTERNAL, 12, EIO, "internal error")                                          \
+	X(CN_E_NODEV, 13, ENODEV, "no usable GPU on the node")
 
 enum cn_status {
 #define X(name, val, err, msg) name = val,

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include <cachenode/client.h>
+#include "cn_gpu.h"
 #include "cn_registry.h"
 #include "cn_transport.h"
 #include "daemon.h"
@@ -159,7 +160,7 @@ static void every_command_answers(void **state)
 		"/cachenode/stats,telemetry", "/cachenode/cores",	"/cachenode/cores,0",
 		"/cachenode/cores,1,2",	     "/cachenode/l1",		"/cachenode/transport",
 		"/cachenode/latency",	     "/cachenode/latency,store", "/cachenode/status",
-		"/cachenode/registry",
+		"/cachenode/registry",	     "/cachenode/gpu",
 	};
 	static const char *const bad[] = {"/cachenode/stats,bogus", "/cachenode/cores,99",
 					  "/cachenode/cores,x",	    "/cachenode/cores,0,0",
@@ -521,6 +522,32 @@ static void registry_command_standalone(void **state)
 	json_decref(v);
 }
 
+/* Without a usable GPU: present 0 with the reason, no devices, counters 0, no device 0. */
+static void gpu_command_absent(void **state)
+{
+	static const struct cn_metric_desc gpu_desc[] = {CN_GPU_DEV_METRICS(CN_METRIC_DESC)};
+	char why[CN_GPU_REASON_LEN];
+	int ndev = 0;
+	json_t *v;
+
+	(void)state;
+	if (cn_gpu_runtime_probe(&ndev, why, sizeof(why)) == 0) {
+		printf("# CUDA sees %d device(s) here: the absent case is tested by gpu_nodev\n", ndev);
+		return;
+	}
+	v = tel("/cachenode/gpu");
+	assert_int_equal(u64(v, "present"), 0);
+	assert_int_equal(u64(v, "devices"), 0);
+	assert_true(strlen(json_string_value(json_object_get(v, "absent_reason"))) > 0);
+	assert_string_equal(json_string_value(json_object_get(v, "mode")), "auto");
+	for (unsigned i = 0; i < sizeof(gpu_desc) / sizeof(gpu_desc[0]); i++)
+		assert_int_equal(u64(v, gpu_desc[i].name), 0);
+	json_decref(v);
+	v = tel("/cachenode/gpu,0");
+	assert_true(json_is_null(v));
+	json_decref(v);
+}
+
 static void status_tree(void **state)
 {
 	json_t *v = tel("/cachenode/status"), *h = json_object_get(v, "is_healthy");
@@ -587,6 +614,7 @@ int main(void)
 		cmocka_unit_test(cores_pages),
 		cmocka_unit_test(transport_command),
 		cmocka_unit_test(registry_command_standalone),
+		cmocka_unit_test(gpu_command_absent),
 		cmocka_unit_test(status_tree),
 		cmocka_unit_test(top_once),
 	};

@@ -206,6 +206,13 @@ int cn_gpu_batch_submit(struct cn_gpu *g, unsigned core, uint32_t region, enum c
 /** cn_gpu_batch_free - after @done ran: account the batch and free it. */
 void cn_gpu_batch_free(struct cn_gpu *g, struct cn_gpu_batch *b);
 
+/**
+ * cn_gpu_sync - wait until every batch submitted so far has completed (and
+ * its @done has returned). For shutdown: after it, no @done call is left
+ * pending. NULL or absent: returns at once.
+ */
+void cn_gpu_sync(struct cn_gpu *g);
+
 /* ---- helpers for the client library (an engine's own process) ---- */
 
 /**

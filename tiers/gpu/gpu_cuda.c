@@ -260,6 +260,25 @@ absent:
 	return 0;
 }
 
+void cn_gpu_sync(struct cn_gpu *g)
+{
+	size_t ns;
+
+	if (!g || !g->streams || !g->info.present)
+		return;
+	ns = (size_t)g->ncores * g->ndev * 2;
+	for (size_t i = 0; i < ns; i++) {
+		cudaStream_t s = __atomic_load_n(&g->streams[i], __ATOMIC_ACQUIRE);
+
+		if (!s)
+			continue;
+		/* waits for the stream's callbacks too: every done() has returned after it */
+		(void)cudaSetDevice((int)((i / 2) % g->ndev));
+		if (cudaStreamSynchronize(s) != cudaSuccess)
+			(void)cudaGetLastError();
+	}
+}
+
 void cn_gpu_close(struct cn_gpu *g)
 {
 	if (!g)

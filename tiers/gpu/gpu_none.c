@@ -111,6 +111,11 @@ int cn_gpu_batch_submit(struct cn_gpu *g, unsigned core, uint32_t region, enum c
 	return -ENODEV;
 }
 
+void cn_gpu_sync(struct cn_gpu *g)
+{
+	(void)g;
+}
+
 void cn_gpu_batch_free(struct cn_gpu *g, struct cn_gpu_batch *b)
 {
 }
