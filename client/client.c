@@ -83,6 +83,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cachenode/client.h>
 #include <cachenode/proto.h>
@@ -1468,25 +1469,26 @@ const char *cn_client_transport(const struct cn_client *c)
 	return c != NULL && c->ops != NULL ? c->ops->name : "none";
 }
 
-int cn_client_mem_register(struct cn_client *c, void *addr, size_t len)
+static int client_cuda(struct cn_client *c, const char *what);
+
+/*
+ * A free region slot for [addr, addr + len): NULL and the client's message
+ * set when the range is bad, overlaps one, or every slot is taken (*rc).
+ */
+static struct client_region *region_slot(struct cn_client *c, void *addr, size_t len, int *rc)
 {
 	uintptr_t p = (uintptr_t)addr;
 	struct client_region *r = NULL;
-	uint32_t rkey = 0;
-	void *handle = NULL;
-	int rc;
 
-	if (c == NULL)
-		return -EINVAL;
-	if (c->ops != NULL && !c->rdma)
-		return 0; /* nothing to register with */
 	if (addr == NULL || len == 0 || p + len < p) {
 		client_err(c, "register: bad range (%p, %zu bytes)", addr, len);
-		return -EINVAL;
+		*rc = -EINVAL;
+		return NULL;
 	}
 	if (c->tc == NULL) {
 		client_err(c, "register: not connected (%s)", c->closed_why);
-		return -ENOTCONN;
+		*rc = -ENOTCONN;
+		return NULL;
 	}
 	for (unsigned i = 0; i < CLIENT_MAX_REGIONS; i++) {
 		struct client_region *o = &c->regions[i];
@@ -1499,22 +1501,100 @@ int cn_client_mem_register(struct cn_client *c, void *addr, size_t len)
 		if (p < o->start + o->len && o->start < p + len) {
 			client_err(c, "register: [%p, +%zu) overlaps the region at %#" PRIxPTR
 				   " (%zu bytes) registered already", addr, len, o->start, o->len);
-			return -EEXIST;
+			*rc = -EEXIST;
+			return NULL;
 		}
 	}
 	if (r == NULL) {
 		client_err(c, "register: %d regions registered already (the most a client keeps)",
 			   CLIENT_MAX_REGIONS);
-		return -ENOSPC;
+		*rc = -ENOSPC;
 	}
+	return r;
+}
+
+int cn_client_mem_register(struct cn_client *c, void *addr, size_t len)
+{
+	struct client_region *r;
+	uint32_t rkey = 0;
+	void *handle = NULL;
+	int rc;
+
+	if (c == NULL)
+		return -EINVAL;
+	if (c->ops != NULL && !c->rdma)
+		return 0; /* nothing to register with */
+	r = region_slot(c, addr, len, &rc);
+	if (r == NULL)
+		return rc;
 	rc = c->ops->mem_reg(c->tc, addr, len, &handle, &rkey);
 	if (rc < 0) {
 		client_err(c, "register: %zu bytes at %p over %s: %s%s", len, addr, c->ops->name,
 			   strerror(-rc), rc == -ENOMEM ? CLIENT_MEMLOCK_HINT : "");
 		return rc;
 	}
-	*r = (struct client_region){.used = true, .start = p, .len = len, .handle = handle,
-				    .rkey = rkey};
+	*r = (struct client_region){.used = true, .start = (uintptr_t)addr, .len = len,
+				    .handle = handle, .rkey = rkey};
+	return 0;
+}
+
+int cn_client_mem_register_device(struct cn_client *c, void *dev, size_t len, const char **mode)
+{
+	char why_dmabuf[CN_GPU_REASON_LEN] = "", why_peer[64] = "";
+	struct client_region *r;
+	uint64_t off = 0;
+	uint32_t rkey = 0;
+	void *handle = NULL;
+	int rc, fd = -1;
+
+	if (mode != NULL)
+		*mode = "staging";
+	if (c == NULL)
+		return -EINVAL;
+	if (c->ops == NULL || !c->rdma) {
+		client_err(c, "register device memory: the %s transport has no RDMA; stage through "
+			   "host memory (cn_client_store_device)", c->ops ? c->ops->name : "closed");
+		return -EOPNOTSUPP;
+	}
+	rc = client_cuda(c, "register device memory");
+	if (rc < 0)
+		return rc;
+	if (cn_gpu_ptr_device(dev) < 0) {
+		client_err(c, "register device memory: %p is not device memory of this process", dev);
+		return -EINVAL;
+	}
+	r = region_slot(c, dev, len, &rc);
+	if (r == NULL)
+		return rc;
+	/* 1. dma-buf: the CUDA driver exports the range, the NIC maps it (no kernel module) */
+	rc = c->ops->mem_reg_dmabuf == NULL ? -EOPNOTSUPP
+					    : cn_gpu_dmabuf(dev, len, &fd, &off, why_dmabuf,
+							    sizeof(why_dmabuf));
+	if (rc == 0) {
+		rc = c->ops->mem_reg_dmabuf(c->tc, fd, off, len, dev, &handle, &rkey);
+		close(fd);
+		if (rc < 0)
+			snprintf(why_dmabuf, sizeof(why_dmabuf), "ibv_reg_dmabuf_mr: %s",
+				 strerror(-rc));
+		else if (mode != NULL)
+			*mode = "dmabuf";
+	}
+	/* 2. the device pointer itself: works when nvidia-peermem is loaded */
+	if (rc < 0) {
+		rc = c->ops->mem_reg(c->tc, dev, len, &handle, &rkey);
+		if (rc < 0)
+			snprintf(why_peer, sizeof(why_peer), "ibv_reg_mr: %s", strerror(-rc));
+		else if (mode != NULL)
+			*mode = "peer-memory";
+	}
+	if (rc < 0) {
+		client_err(c, "register device memory: no GPUDirect RDMA (dma-buf: %s; peer memory: "
+			   "%s); stage through host memory (cn_client_store_device)",
+			   why_dmabuf[0] ? why_dmabuf : "not supported by the transport", why_peer);
+		return -EOPNOTSUPP;
+	}
+	*r = (struct client_region){.used = true, .start = (uintptr_t)dev, .len = len,
+				    .handle = handle, .rkey = rkey};
 	return 0;
 }
 

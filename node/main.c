@@ -268,8 +268,8 @@ static int gpu_start(struct cn_node *nd)
 		return r;
 	}
 	cn_gpu_set_rdma_mode(nd->gpu, "none",
-			     "no transport registers device memory: GPU <-> L1 by copy engines, "
-			     "L1 <-> network by the transport");
+			     "the node registers no device memory: engines do, with "
+			     "cn_client_mem_register_device (dma-buf, else peer memory, else staging)");
 	if (!cn_gpu_present(nd->gpu)) {
 		LOG(NOTICE, "GPU tier absent: %s; GPU requests get CN_E_NODEV",
 		    cn_gpu_reason(nd->gpu));

@@ -282,6 +282,13 @@ struct cn_transport_ops {
 	 * Returns 0, -ENOMEM (locked-memory limit), or another -errno.
 	 */
 	int (*mem_reg)(struct cn_tconn *c, void *addr, size_t len, void **handle, uint32_t *rkey);
+	/*
+	 * The same for device memory exported as a dma-buf (@fd, @offset), that
+	 * requests name as [iova, iova + len). The caller keeps and closes @fd.
+	 * -EOPNOTSUPP (or the device's -errno) when the NIC cannot.
+	 */
+	int (*mem_reg_dmabuf)(struct cn_tconn *c, int fd, uint64_t offset, size_t len, void *iova,
+			      void **handle, uint32_t *rkey);
 	/* Deregister; no request may still name the memory. Accepts NULL. */
 	void (*mem_dereg)(struct cn_tconn *c, void *handle);
 };

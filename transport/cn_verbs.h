@@ -242,6 +242,16 @@ int cn_verbs_conn_error(const struct cn_verbs_conn *c);
 int cn_verbs_reg(struct cn_verbs_pd *pd, void *addr, size_t len, unsigned access,
 		 struct cn_verbs_mr **out);
 
+/*
+ * cn_verbs_reg_dmabuf - register @len bytes at @offset of the dma-buf @fd
+ * (device memory a GPU driver exported), addressed by peers as @iova
+ * onwards (ibv_reg_dmabuf_mr): GPUDirect RDMA without a peer-memory
+ * module. The fd may be closed once this returns. 0, -EINVAL, -ENOMEM, or
+ * the device's -errno (-EOPNOTSUPP: no dma-buf support in the driver).
+ */
+int cn_verbs_reg_dmabuf(struct cn_verbs_pd *pd, int fd, uint64_t offset, size_t len, void *iova,
+			unsigned access, struct cn_verbs_mr **out);
+
 /* Deregister and free; *mr becomes NULL; accepts NULL. No WR may still use it. */
 void cn_verbs_dereg(struct cn_verbs_mr **mr);
 

@@ -283,14 +283,12 @@ static void pd_put(struct cn_verbs_pd **pdp)
 
 /* ---- memory ---- */
 
-int cn_verbs_reg(struct cn_verbs_pd *pd, void *addr, size_t len, unsigned access,
-		 struct cn_verbs_mr **out)
+/* CN_VERBS_ACCESS_* -> IBV_ACCESS_*, or -EINVAL. */
+static int access_of(unsigned access)
 {
-	struct cn_verbs_mr *mr;
-	int ia = 0, rc;
+	int ia = 0;
 
-	if (pd == NULL || addr == NULL || len == 0 || out == NULL ||
-	    (access & ~(CN_VERBS_ACCESS_LOCAL_WRITE | CN_VERBS_ACCESS_REMOTE_READ |
+	if ((access & ~(CN_VERBS_ACCESS_LOCAL_WRITE | CN_VERBS_ACCESS_REMOTE_READ |
 			CN_VERBS_ACCESS_REMOTE_WRITE)) != 0)
 		return -EINVAL;
 	if ((access & CN_VERBS_ACCESS_REMOTE_WRITE) && !(access & CN_VERBS_ACCESS_LOCAL_WRITE))
@@ -301,6 +299,44 @@ int cn_verbs_reg(struct cn_verbs_pd *pd, void *addr, size_t len, unsigned access
 		ia |= IBV_ACCESS_REMOTE_READ;
 	if (access & CN_VERBS_ACCESS_REMOTE_WRITE)
 		ia |= IBV_ACCESS_REMOTE_WRITE;
+	return ia;
+}
+
+int cn_verbs_reg_dmabuf(struct cn_verbs_pd *pd, int fd, uint64_t offset, size_t len, void *iova,
+			unsigned access, struct cn_verbs_mr **out)
+{
+	struct cn_verbs_mr *mr;
+	int ia = access_of(access), rc;
+
+	if (pd == NULL || fd < 0 || iova == NULL || len == 0 || out == NULL || ia < 0)
+		return -EINVAL;
+	mr = calloc(1, sizeof(*mr));
+	if (mr == NULL)
+		return -ENOMEM;
+	errno = 0;
+	mr->ibmr = ibv_reg_dmabuf_mr(pd->pd, offset, len, (uint64_t)(uintptr_t)iova, fd, ia);
+	if (mr->ibmr == NULL) {
+		rc = neg_errno(EOPNOTSUPP);
+		free(mr);
+		return rc;
+	}
+	mr->addr = iova;
+	mr->len = len;
+	mr->lkey = mr->ibmr->lkey;
+	mr->rkey = mr->ibmr->rkey;
+	mr->pd = pd_get(pd);
+	*out = mr;
+	return 0;
+}
+
+int cn_verbs_reg(struct cn_verbs_pd *pd, void *addr, size_t len, unsigned access,
+		 struct cn_verbs_mr **out)
+{
+	struct cn_verbs_mr *mr;
+	int ia = access_of(access), rc;
+
+	if (pd == NULL || addr == NULL || len == 0 || out == NULL || ia < 0)
+		return -EINVAL;
 	mr = calloc(1, sizeof(*mr));
 	if (mr == NULL)
 		return -ENOMEM;

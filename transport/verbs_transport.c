@@ -971,6 +971,22 @@ static int vt_mem_reg(struct cn_tconn *t, void *addr, size_t len, void **handle,
 	return 0;
 }
 
+static int vt_mem_reg_dmabuf(struct cn_tconn *t, int fd, uint64_t offset, size_t len, void *iova,
+			     void **handle, uint32_t *rkey)
+{
+	struct cn_verbs_mr *mr;
+	int rc = cn_verbs_reg_dmabuf(cn_verbs_conn_pd(t->vc), fd, offset, len, iova,
+				     CN_VERBS_ACCESS_LOCAL_WRITE | CN_VERBS_ACCESS_REMOTE_READ |
+					     CN_VERBS_ACCESS_REMOTE_WRITE,
+				     &mr);
+
+	if (rc != 0)
+		return rc;
+	*handle = mr;
+	*rkey = mr->rkey;
+	return 0;
+}
+
 static void vt_mem_dereg(struct cn_tconn *t, void *handle)
 {
 	struct cn_verbs_mr *mr = handle;
@@ -992,5 +1008,6 @@ const struct cn_transport_ops cn_verbs_ops = {
 	.recv = vt_recv,
 	.close = vt_close,
 	.mem_reg = vt_mem_reg,
+	.mem_reg_dmabuf = vt_mem_reg_dmabuf,
 	.mem_dereg = vt_mem_dereg,
 };

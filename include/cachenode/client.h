@@ -286,6 +286,23 @@ int cn_client_exec(struct cn_client *c, struct cn_req *req);
  */
 int cn_client_gpu_register(struct cn_client *c, void *dev_base, size_t size, uint32_t *region);
 
+/**
+ * cn_client_mem_register_device - cn_client_mem_register() for this
+ * process's device memory (GPUDirect RDMA, verbs only): the node then RDMA-
+ * reads STORE chunks straight from, and RDMA-writes RETRIEVE chunks straight
+ * into, GPU memory named by ordinary CN_F_RDMA requests (cn_client_store /
+ * retrieve and batches with device pointers inside the range). Tries a
+ * dma-buf registration (the CUDA driver exports the range, the NIC maps it:
+ * ibv_reg_dmabuf_mr), then ibv_reg_mr on the device pointer (needs the
+ * nvidia-peermem module); *mode (may be NULL) says which: "dmabuf",
+ * "peer-memory", or "staging" when neither. Release it with
+ * cn_client_mem_unregister(). Returns 0, -EOPNOTSUPP (no GPUDirect here or
+ * a tcp connection: both reasons in cn_client_errmsg; stage through host
+ * memory with cn_client_store_device instead), -ENODEV (no CUDA here),
+ * -EINVAL (not device memory), or cn_client_mem_register()'s errors.
+ */
+int cn_client_mem_register_device(struct cn_client *c, void *dev, size_t len, const char **mode);
+
 /** cn_client_gpu_unregister - release @region. 0, -EINVAL (not this connection's), -errno. */
 int cn_client_gpu_unregister(struct cn_client *c, uint32_t region);
 

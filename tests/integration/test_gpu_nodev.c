@@ -279,6 +279,15 @@ static void client_gpu_calls_fail_cleanly(void **state)
 		assert_int_equal(st, CN_E_NODEV);
 		assert_non_null(strstr(cn_client_errmsg(c), "no GPU tier"));
 	}
+	/* GPUDirect RDMA needs an RDMA transport: over tcp it says to stage instead */
+	{
+		const char *mode = NULL;
+
+		assert_int_equal(cn_client_mem_register_device(c, buf, sizeof(buf), &mode),
+				 -EOPNOTSUPP);
+		assert_string_equal(mode, "staging");
+		assert_non_null(strstr(cn_client_errmsg(c), "has no RDMA"));
+	}
 	assert_int_equal(cn_client_ping(c), 0);
 	cn_client_close(&c);
 }
