@@ -21,6 +21,54 @@
 #include <cachenode/client.h>
 #include "daemon.h"
 
+static int send_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n > 0) {
+		ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EPIPE;
+		c += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+int cn_raw_send_frame(int fd, uint8_t op, uint16_t flags, uint64_t id, const void *p,
+		      uint32_t len)
+{
+	struct cn_proto_hdr h;
+	uint8_t b[CN_PROTO_HDR_LEN];
+	int rc;
+
+	cn_proto_hdr_init(&h, op, flags, id, len, 0);
+	cn_proto_hdr_encode(&h, b);
+	rc = send_all(fd, b, sizeof(b));
+	return rc == 0 && len > 0 ? send_all(fd, p, len) : rc;
+}
+
+int cn_raw_recv_reply(int fd, struct cn_proto_hdr *h, char *buf, size_t cap)
+{
+	uint8_t b[CN_PROTO_HDR_LEN];
+	ssize_t n = recv(fd, b, sizeof(b), MSG_WAITALL);
+
+	if (n != (ssize_t)sizeof(b))
+		return n < 0 ? -errno : -ECONNRESET;
+	if (cn_proto_hdr_decode(b, h) != CN_OK || !(h->flags & CN_F_RESPONSE))
+		return -EPROTO;
+	if (h->payload_len >= cap)
+		return -E2BIG;
+	if (h->payload_len > 0 &&
+	    recv(fd, buf, h->payload_len, MSG_WAITALL) != (ssize_t)h->payload_len)
+		return -ECONNRESET;
+	buf[h->payload_len] = '\0';
+	return 0;
+}
+
 int cn_raw_connect(const char *addr)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};

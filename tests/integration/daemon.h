@@ -42,6 +42,16 @@ bool cn_daemon_log_contains(const struct cn_daemon *d, const char *text);
  */
 int cn_raw_connect(const char *addr);
 
+/*
+ * cn_raw_send_frame - a request frame (header, then @len bytes at @p) on
+ * @fd. cn_raw_recv_reply - one reply frame: the decoded header in *h, the
+ * payload NUL-terminated in @buf (room @cap > payload). Both 0 or -errno
+ * (-EPROTO: not a valid reply header, -E2BIG: payload over @cap - 1).
+ */
+int cn_raw_send_frame(int fd, uint8_t op, uint16_t flags, uint64_t id, const void *p,
+		      uint32_t len);
+int cn_raw_recv_reply(int fd, struct cn_proto_hdr *h, char *buf, size_t cap);
+
 /* cn_test_key - the key of printf-style text, by the library's text rule (SHA-256). */
 struct cn_key cn_test_key(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

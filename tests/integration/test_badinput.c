@@ -52,16 +52,7 @@ static void send_hdr(int fd, uint8_t op, uint64_t id, uint32_t len)
 /* Read one reply; payload (NUL-terminated) into @buf. */
 static void recv_reply(int fd, struct cn_proto_hdr *h, char *buf, size_t cap)
 {
-	uint8_t b[CN_PROTO_HDR_LEN];
-
-	assert_int_equal(recv(fd, b, sizeof(b), MSG_WAITALL), (ssize_t)sizeof(b));
-	assert_int_equal(cn_proto_hdr_decode(b, h), CN_OK);
-	assert_true(h->flags & CN_F_RESPONSE);
-	assert_true(h->payload_len < cap);
-	if (h->payload_len)
-		assert_int_equal(recv(fd, buf, h->payload_len, MSG_WAITALL),
-				 (ssize_t)h->payload_len);
-	buf[h->payload_len] = '\0';
+	assert_int_equal(cn_raw_recv_reply(fd, h, buf, cap), 0);
 }
 
 /* The node closed this connection: EOF (or reset) and nothing else. */

@@ -29,36 +29,14 @@
 static struct cn_daemon off; /* --gpu off */
 static struct cn_daemon dflt; /* --gpu auto (the default) */
 
-static void send_all(int fd, const void *p, size_t n)
-{
-	assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
-}
-
 static void send_frame(int fd, uint8_t op, uint16_t flags, uint64_t id, const void *p, uint32_t len)
 {
-	struct cn_proto_hdr h;
-	uint8_t b[CN_PROTO_HDR_LEN];
-
-	cn_proto_hdr_init(&h, op, flags, id, len, 0);
-	cn_proto_hdr_encode(&h, b);
-	send_all(fd, b, sizeof(b));
-	if (len)
-		send_all(fd, p, len);
+	assert_int_equal(cn_raw_send_frame(fd, op, flags, id, p, len), 0);
 }
 
-/* Read one reply; payload (NUL-terminated) into @buf. */
 static void recv_reply(int fd, struct cn_proto_hdr *h, char *buf, size_t cap)
 {
-	uint8_t b[CN_PROTO_HDR_LEN];
-
-	assert_int_equal(recv(fd, b, sizeof(b), MSG_WAITALL), (ssize_t)sizeof(b));
-	assert_int_equal(cn_proto_hdr_decode(b, h), CN_OK);
-	assert_true(h->flags & CN_F_RESPONSE);
-	assert_true(h->payload_len < cap);
-	if (h->payload_len)
-		assert_int_equal(recv(fd, buf, h->payload_len, MSG_WAITALL),
-				 (ssize_t)h->payload_len);
-	buf[h->payload_len] = '\0';
+	assert_int_equal(cn_raw_recv_reply(fd, h, buf, cap), 0);
 }
 
 static uint64_t stat_of(const struct cn_daemon *d, const char *path)
