@@ -100,7 +100,7 @@ extern const unsigned cn_l2_metric_count;
 struct cn_l2_peer_info {
 	char id[CN_PROTO_MAX_NAME + 1];
 	char addr[128];	     /* "HOST:PORT" */
-	char transport[16];  /* "tcp" or "verbs" ("" = tcp) */
+	char transport[16];  /* "tcp", "verbs" or "auto" ("" = tcp): how the L2 threads connect */
 };
 
 /*
@@ -115,10 +115,12 @@ struct cn_l2_source_ops {
 };
 
 /*
- * The static source: @spec is a comma-separated "ID@HOST:PORT" list (the
- * --peer values). cn_l2_static_parse() validates and splits it (0 or
- * -EINVAL with the offending entry in @err); the source's arg is a
- * struct cn_l2_static filled by it.
+ * The static source: @spec is a comma-separated "ID@HOST:PORT[/TRANSPORT]"
+ * list (the --peer values); TRANSPORT is tcp (the default), verbs or auto,
+ * as cn_client_opts.transport takes it. cn_l2_static_parse() validates and
+ * splits it (0 or -EINVAL with the offending entry in @err; an unknown
+ * transport is named); the source's arg is a struct cn_l2_static filled by
+ * it.
  */
 struct cn_l2_static {
 	unsigned n;
