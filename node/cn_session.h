@@ -34,7 +34,12 @@
  *     two is a STORE (it waits until those finished), or the bounds below
  *     are reached. Any other request is a barrier: it is parsed and run
  *     only once no RDMA request is in flight. Replies always leave in
- *     request order (a finished request's reply waits behind earlier ones).
+ *     request order (a finished request's reply waits behind earlier ones);
+ *   - with an L2 tier, a RETRIEVE (inline or CN_F_RDMA) whose keys miss in
+ *     L1 and are owned by an up peer waits while the L2 threads fetch them
+ *     into L1, then is served from L1; the session reads nothing past it
+ *     meanwhile (earlier RDMA requests go on). A key the peer cannot give
+ *     is a miss, never an error.
  */
 #ifndef CN_SESSION_H
 #define CN_SESSION_H

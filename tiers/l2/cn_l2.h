@@ -188,6 +188,7 @@ struct cn_l2_job {
 	uint64_t sid;	   /* telemetry span */
 	uint64_t req_id;   /* the request it answers */
 	uint8_t req_op;
+	uint16_t req_flags; /* that request's CN_F_* flags (CN_F_RDMA: an RDMA RETRIEVE's fetch) */
 	/* the work */
 	uint32_t n;
 	struct cn_l2_item it[];
