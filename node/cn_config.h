@@ -39,7 +39,7 @@
 	X(cluster, "NAME", "default", "cluster name in the registry's keys")                       \
 	X(heartbeat, "TIME", "1s", "registry heartbeat, e.g. 1s or 250ms; a record expires after 3") \
 	X(redis_timeout, "MS", "0", "Redis connect and command timeout (0: half the heartbeat, 100..1000)") \
-	X(peer, "ID@HOST:PORT", "", "an L2 peer node (repeatable, or a comma list); may name this node") \
+	X(peer, "ID@HOST:PORT[/T]", "", "an L2 peer node, reached over T = tcp (default), verbs or auto (repeatable, or a comma list); may name this node") \
 	X(l2_write, "MODE", "through", "stores: through (also copied to the key's owner peer) or none") \
 	X(l2_timeout, "MS", "1000", "L2: connect and I/O timeout per peer request; a peer that misses it backs off") \
 	X(l2_threads, "N", "2", "L2: threads that talk to peers (one blocking request each)") \

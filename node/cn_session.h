@@ -35,6 +35,11 @@
  *     are reached. Any other request is a barrier: it is parsed and run
  *     only once no RDMA request is in flight. Replies always leave in
  *     request order (a finished request's reply waits behind earlier ones);
+ *   - with an L2 tier, a RETRIEVE (inline or CN_F_RDMA) whose keys miss in
+ *     L1 and are owned by an up peer waits while the L2 threads fetch them
+ *     into L1, then is served from L1; the session reads nothing past it
+ *     meanwhile (earlier RDMA requests go on). A key the peer cannot give
+ *     is a miss, never an error;
  *   - STORE/RETRIEVE with CN_F_GPU name chunks in GPU regions the connection
  *     registered (GPU_REGISTER: a CUDA IPC handle the GPU tier maps). The
  *     session reserves or pins the slabs, hands the GPU tier one copy batch

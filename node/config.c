@@ -350,7 +350,7 @@ static int apply(struct cn_config *cfg, enum opt_id id, const char *v, char *err
 		return 0;
 	case OPT_peer: {
 		struct cn_l2_static *st = malloc(sizeof(*st));
-		char why[160];
+		char why[256];
 		size_t have = strlen(cfg->peers);
 		int r = st ? cn_l2_static_parse(v, st, why, sizeof(why)) : -ENOMEM;
 
@@ -552,7 +552,7 @@ int cn_config_parse(int argc, char **argv, struct cn_config *cfg, FILE *out, cha
 		return fail(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
 	if (cfg->peers[0]) { /* each --peer was checked alone; now the whole list (duplicates) */
 		struct cn_l2_static *st = malloc(sizeof(*st));
-		char why[160];
+		char why[256];
 		int pr = st ? cn_l2_static_parse(cfg->peers, st, why, sizeof(why)) : -ENOMEM;
 
 		free(st);

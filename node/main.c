@@ -337,7 +337,7 @@ static void l2_follow_registry(struct cn_node *nd)
 
 static int l2_start(struct cn_node *nd)
 {
-	char why[160];
+	char why[256];
 	int r;
 
 	if (nd->cfg.peers[0] == '\0') { /* --redis without --peer: the registry says who is live */
@@ -367,6 +367,15 @@ static int l2_start(struct cn_node *nd)
 	if (r < 0) { /* checked at parse time already */
 		LOG(ERR, "--peer %s", why);
 		return r;
+	}
+	for (unsigned i = 0; i < nd->l2_static->n; i++) {
+		const struct cn_l2_peer_info *pi = &nd->l2_static->peers[i];
+
+		if (strcmp(pi->transport, "verbs") == 0 && cn_transport_find("verbs") == NULL &&
+		    strcmp(pi->id, nd->cfg.node_id) != 0)
+			LOG(WARNING, "--peer %s@%s/verbs: this build has no verbs transport; the "
+				     "peer will be marked down on every attempt",
+			    pi->id, pi->addr);
 	}
 	struct cn_l2_cfg lcfg = {
 		.self_id = nd->cfg.node_id,

@@ -20,7 +20,9 @@
  * starts at once unless it conflicts with one in flight (a shared key where
  * either is a STORE) or the bounds of cn_session.h are reached, in which
  * case it waits, parsed, in RX_WAIT; any other frame is a barrier, left
- * unparsed in the staging buffer until nothing is in flight.
+ * unparsed in the staging buffer until nothing is in flight. A RETRIEVE
+ * whose keys miss in L1 also waits in RX_WAIT, once it may start, while
+ * the L2 tier fetches them from their owner peers (see "L2" below).
  *
  * Reply order: an RDMA request's reply takes its place in the output FIFO
  * when the request starts, marked held; tx_iov() stops at the first held
@@ -63,6 +65,7 @@ struct store_item {
 	int32_t status;
 	bool reserved;	  /* STORE: ref is a reserved slab (commit or abort it) */
 	bool pinned;	  /* RETRIEVE with CN_F_RDMA: ref is pinned (unpin it) */
+	bool l2;	  /* RETRIEVE with CN_F_RDMA: fetched from its owner peer for this request */
 	uint32_t rkey;	  /* CN_F_RDMA: the requester's memory, [addr, addr + len) */
 	uint64_t addr;
 	struct cn_l1_ref ref;
@@ -97,6 +100,7 @@ struct rreq {
 	uint32_t cur;	      /* next item rdma_next() looks at */
 	uint32_t given, done; /* operations handed out / completed */
 	uint64_t bytes;	      /* descriptor lengths (STORE) or caps (RETRIEVE): the byte bound */
+	bool l2_asked;	      /* RETRIEVE: its L1 misses went to the L2 tier (once per request) */
 	struct tx_ent *reply;
 	struct cn_key *sorted; /* the n keys in memcmp order */
 	struct store_item it[];
@@ -149,8 +153,10 @@ struct sess {
 	 * L2 (async work on the L2 threads, see "L2" below). wake is the
 	 * transport's completion path (NULL: no async work). l2_req is the
 	 * RETRIEVE or LOOKUP waiting for peers: its reply is queued, held, and
-	 * every later frame waits (a barrier) until it comes back. jobs lists
-	 * every job out (l2_req and write-through copies), to orphan at close.
+	 * every later frame waits (a barrier) until it comes back. For a
+	 * CN_F_RDMA RETRIEVE, l2_req is its fetch and the request itself waits,
+	 * not started, in wait_req (RX_WAIT). jobs lists every job out (l2_req
+	 * and write-through copies), to orphan at close.
 	 */
 	const struct cn_wake *wake;
 	bool local_only; /* a peer node's session: L1 only, no L2 */
@@ -180,6 +186,7 @@ static void do_gpu_register(struct sess *s, const uint8_t *p);
 static void do_gpu_unregister(struct sess *s, const uint8_t *p);
 static int gpu_async_done(struct cn_async *a);
 static void gpu_close(struct sess *s);
+static bool rreq_l2_fetch(struct sess *s, struct rreq *r);
 
 /* ---- output ---- */
 
@@ -675,6 +682,7 @@ static struct rreq *rreq_parse(struct sess *s, const uint8_t *p, uint32_t n)
 		it->addr = cn_get_le64(d + 40);
 		it->reserved = false;
 		it->pinned = false;
+		it->l2 = false;
 		it->status = CN_OK;
 		r->sorted[i] = it->key;
 		r->bytes += it->len;
@@ -731,7 +739,7 @@ static void rreq_finish(struct sess *s, struct rreq *r)
 {
 	uint8_t *meta = r->reply->meta + CN_PROTO_BATCH_HDR;
 	uint64_t bytes = 0;
-	uint32_t hits = 0;
+	uint32_t hits = 0, l2hits = 0;
 
 	for (uint32_t i = 0; i < r->n; i++) {
 		struct store_item *it = &r->it[i];
@@ -739,6 +747,7 @@ static void rreq_finish(struct sess *s, struct rreq *r)
 		if (r->opcode == CN_OP_RETRIEVE) {
 			if (it->pinned) {
 				hits++;
+				l2hits += it->l2;
 				bytes += it->ref.len;
 				cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
 				it->pinned = false;
@@ -763,6 +772,7 @@ static void rreq_finish(struct sess *s, struct rreq *r)
 		l2_write_through(s, r->it, r->n);
 	if (r->opcode == CN_OP_RETRIEVE) {
 		CN_STAT_ADD(s->st, retrieve_hits, hits);
+		CN_STAT_ADD(s->st, retrieve_l2_hits, l2hits);
 		CN_STAT_ADD(s->st, retrieve_bytes, bytes);
 	}
 	r->reply->held = false;
@@ -838,11 +848,28 @@ static void rreq_start(struct sess *s, struct rreq *r)
 	s->rq_bytes += r->bytes;
 }
 
-/* A parsed, valid CN_F_RDMA request: start it, or let it wait in RX_WAIT. */
+/*
+ * @r may start now (rreq_may_start()). A RETRIEVE with keys missing in L1
+ * that an up peer owns first goes to the L2 tier (rreq_l2_fetch()): it then
+ * waits in RX_WAIT, not started (no slab pinned, no reply queued), exactly
+ * as a request waiting on a conflict does, and async_done() starts it once
+ * the fetched chunks are in L1. Else it starts now.
+ */
+static void rreq_launch(struct sess *s, struct rreq *r)
+{
+	if (rreq_l2_fetch(s, r)) {
+		s->wait_req = r;
+		s->state = RX_WAIT;
+		return;
+	}
+	rreq_start(s, r);
+}
+
+/* A parsed, valid CN_F_RDMA request: launch it, or let it wait in RX_WAIT. */
 static void rreq_submit(struct sess *s, struct rreq *r)
 {
 	if (rreq_may_start(s, r)) {
-		rreq_start(s, r);
+		rreq_launch(s, r);
 		return;
 	}
 	s->wait_req = r;
@@ -1224,14 +1251,14 @@ static void sess_process(struct sess *s)
 				s->state = RX_HDR;
 			break;
 		}
-		case RX_WAIT: /* resumed from rdma_done() */
-			if (!rreq_may_start(s, s->wait_req))
+		case RX_WAIT: /* resumed from rdma_done(); an L2 fetch resumes from async_done() */
+			if (s->l2_req != NULL || !rreq_may_start(s, s->wait_req))
 				goto out;
 			{
 				struct rreq *r = s->wait_req;
 
 				s->wait_req = NULL;
-				rreq_start(s, r);
+				rreq_launch(s, r);
 			}
 			break;
 		case RX_DEAD:
@@ -1257,6 +1284,25 @@ out:
  * peer is down, failed or does not have it is a miss (CN_E_NOENT), never
  * an error. Sessions of peer nodes (local_only) and sessions without a wake
  * handle never go to L2.
+ *
+ * A RETRIEVE with CN_F_RDMA goes to L2 the same way, but at the moment it
+ * may start (rreq_launch(): after any conflict with in-flight requests has
+ * cleared, so a key an earlier STORE-RDMA is storing is found in L1, not
+ * fetched): its keys missing in L1 and owned by an up peer (each distinct
+ * key once) become one FETCH job, and the request waits in RX_WAIT, parsed
+ * but not started: nothing pinned, no reply queued yet. Its reply's place
+ * in the output FIFO is therefore taken when it starts, which keeps the
+ * order, since the session parses nothing past a waiting request; RDMA
+ * requests already in flight go on, and their replies leave. This reuses
+ * the wait that conflicts already use rather than the held-reply path of
+ * the inline RETRIEVE: rreq_start() pins and counts from L1 as it always
+ * does, so a fetched chunk is served like any L1 hit (RDMA WRITE straight
+ * from its slab) and there is no second way to build an RDMA reply. When
+ * the job is back, rreq_l2_done() fills the chunks into L1, keeps them
+ * pinned across rreq_start() (so eviction cannot take them in between)
+ * and starts the request; a key the peer did not have, a peer that failed
+ * or timed out, or a chunk that could not be stored is a plain miss.
+ * The request goes to L2 at most once (l2_asked).
  *
  * Write-through: after a STORE commits, each chunk owned by a live peer is
  * pinned and a CN_L2_PUT job sends it from the pinned slab; the reply does
@@ -1425,6 +1471,53 @@ static bool l2_lookup(struct sess *s, struct tx_ent *e, uint32_t n, const struct
 	return true;
 }
 
+/*
+ * CN_F_RDMA RETRIEVE @r may start: ask the owners of its keys that miss in
+ * L1 (see above). true if a job went out: the caller lets @r wait, and
+ * rreq_l2_done() starts it. Counts a lookup per distinct key in L1's
+ * counters (cn_l1_contains()), as PREFETCH does.
+ */
+static bool rreq_l2_fetch(struct sess *s, struct rreq *r)
+{
+	struct cn_l1 *l1;
+	struct cn_l2_job *j;
+	uint32_t k = 0;
+
+	if (r->opcode != CN_OP_RETRIEVE || r->l2_asked || !l2_on(s))
+		return false;
+	r->l2_asked = true;
+	j = job_new(s, CN_L2_FETCH, r->n);
+	if (j == NULL)
+		return false;
+	l1 = cn_engine_l1(s->ctx->engine);
+	for (uint32_t i = 0; i < r->n; i++) {
+		const struct cn_key *key = &r->sorted[i];
+		uint16_t o;
+
+		if (i > 0 && memcmp(key, &r->sorted[i - 1], CN_KEY_LEN) == 0)
+			continue; /* a repeated key is fetched once */
+		if (cn_l1_contains(l1, s->core, key))
+			continue;
+		o = l2_peer_of(s, key);
+		if (o == CN_L2_SELF)
+			continue;
+		/* in r->sorted's order: rreq_l2_done() looks the items up by key */
+		j->it[k++] = (struct cn_l2_item){.key = *key, .peer = o, .idx = i};
+	}
+	j->n = k;
+	j->req_id = r->req_id;
+	j->req_op = CN_OP_RETRIEVE;
+	j->req_flags = CN_F_RDMA;
+	if (k == 0 || job_submit(s, j) < 0) {
+		free(j);
+		return false;
+	}
+	j->user = r;
+	s->l2_req = j;
+	CN_STAT_INC(s->st, l2_waits);
+	return true;
+}
+
 /* Rebuild a held reply's iovecs and header after its refs or meta changed. */
 static void tx_refresh(struct sess *s, struct tx_ent *e, uint64_t req_id, uint8_t op,
 		       uint32_t meta_len)
@@ -1562,6 +1655,59 @@ static void l2_lookup_done(struct sess *s, struct cn_l2_job *j, struct tx_ent *e
 	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_lookup, j->sid, l2keys, 0, 0);
 }
 
+static int cmp_key_item(const void *key, const void *item)
+{
+	return memcmp(key, &((const struct cn_l2_item *)item)->key, CN_KEY_LEN);
+}
+
+/*
+ * The fetch of CN_F_RDMA RETRIEVE @r (waiting in wait_req) came back: store
+ * what the peers returned into L1, mark the request's items that were
+ * fetched (counted as retrieve_l2_hits when their WRITE completes), and
+ * start the request. The fills stay pinned until rreq_start() has pinned
+ * them for the request. rreq_may_start() still holds (nothing started since
+ * it was checked, and in-flight requests only finish); were it not so, the
+ * request waits on in RX_WAIT and starts from L1 as it is then.
+ */
+static void rreq_l2_done(struct sess *s, struct cn_l2_job *j, struct rreq *r)
+{
+	struct cn_l1_ref *held = malloc(j->n * sizeof(*held));
+	uint32_t got = 0, nheld = 0;
+	uint64_t bytes = 0;
+
+	for (uint32_t k = 0; k < j->n; k++) {
+		struct cn_l2_item *it = &j->it[k];
+		struct cn_l1_ref ref;
+
+		it->present = false;
+		if (it->status == CN_OK && it->data != NULL && l2_fill(s, it, &ref) == 0) {
+			it->present = true;
+			bytes += it->len;
+			got++;
+			if (held != NULL)
+				held[nheld++] = ref;
+			else
+				cn_engine_unpin(s->ctx->engine, s->core, &ref);
+		}
+		free(it->data);
+		it->data = NULL;
+	}
+	for (uint32_t i = 0; i < r->n; i++) {
+		const struct cn_l2_item *it =
+			bsearch(&r->it[i].key, j->it, j->n, sizeof(j->it[0]), cmp_key_item);
+
+		r->it[i].l2 = it != NULL && it->present;
+	}
+	cn_engine_span_end(s->ctx->engine, s->core, CN_TEL_OP_l2_fetch, j->sid, got, bytes, 0);
+	if (rreq_may_start(s, r)) {
+		s->wait_req = NULL;
+		rreq_start(s, r);
+	}
+	for (uint32_t i = 0; i < nheld; i++)
+		cn_engine_unpin(s->ctx->engine, s->core, &held[i]);
+	free(held);
+}
+
 /* The pinned chunks a CN_L2_PUT job sends; freed when it comes back. */
 struct put_pins {
 	uint32_t n;
@@ -1656,6 +1802,9 @@ static int sess_async_done(struct cn_async *a)
 			free(j->it[i].data);
 		cn_engine_span_end(ctx->engine, j->core, job_tel_op(j), j->sid, 0, 0,
 				   -ECONNABORTED);
+	} else if (j->req_flags & CN_F_RDMA) {
+		s->l2_req = NULL;
+		rreq_l2_done(s, j, j->user); /* starts the request: state RX_HDR */
 	} else {
 		s->l2_req = NULL;
 		if (j->op == CN_L2_FETCH && j->req_op == CN_OP_PREFETCH)
@@ -2254,7 +2403,8 @@ static void sess_close(void *sp, int err)
 		items_release(s, r->it, r->n);
 		free(r); /* its reply is in the output FIFO, freed below */
 	}
-	free(s->wait_req); /* parsed only: holds no slab */
+	/* parsed only (waiting on a conflict or on its L2 fetch, orphaned below): holds no slab */
+	free(s->wait_req);
 	/* jobs still on the L2 threads: the worker frees them when they come back */
 	for (struct cn_l2_job *j = s->jobs; j != NULL; j = j->snext) {
 		j->orphaned = true;

@@ -72,6 +72,43 @@ check killed_client ./cachenode-rdma-check verify $NODE --seed 3 --size 1048576 
 
 # after all that the node still serves a full round trip
 check after ./cachenode-rdma-check roundtrip $NODE --chunks 500 --seed 5
+
+# L2 over verbs: a second node here (vmpeer, 10.77.0.2) and the node host's node (vmnode,
+# restarted by "l2") get the same --peer list, both /verbs. Chunks stored through vmpeer (which
+# keeps them: --l2-write none) come back byte-exact through vmnode by CN_F_RDMA RETRIEVE when
+# vmpeer owns them, fetched by vmnode's L2 threads over verbs; vmnode's own are misses.
+L2CHUNKS=${L2CHUNKS:-300}
+L2PEERS=vmnode@10.77.0.1:7700/verbs,vmpeer@10.77.0.2:7700/verbs
+./cachenode --listen 10.77.0.2:7700 --transport verbs --rdma-dev rxe0 --l1-size 64M \
+	--max-chunk 256K --http 127.0.0.1:9191 --node-id vmpeer --peer $L2PEERS \
+	--l2-write none >peer.log 2>&1 &
+ppid=$!
+i=0
+while ! grep -q 'serving on' peer.log && [ $i -lt 300 ] && kill -0 $ppid 2>/dev/null; do
+	i=$((i + 1))
+	sleep 0.1
+done
+grep -q 'serving on' peer.log && pass "L2 peer node vmpeer serving" || fail "L2 peer node did not start"
+ctl l2 || fail "could not reach the node host's control port"
+check l2_verbs ./cachenode-rdma-check l2 10.77.0.2:7700 $NODE --ids vmnode,vmpeer \
+	--store-id vmpeer --retrieve-id vmnode --chunks $L2CHUNKS --seed 6 --wait-ms 120000
+want=$(sed -n 's/.*"l2_expected": \([0-9][0-9]*\).*/\1/p' l2_verbs.log | tail -n 1)
+ctl "l2check ${want:-none}" || fail "could not reach the node host's control port"
+# the peer served vmnode's fetches as a peer session, by RDMA WRITE
+psess=$(wget -qO- http://127.0.0.1:9191/api/status | tr ',{' '\n\n' |
+	sed -n 's/.*"peer_sessions": *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+prdma=$(wget -qO- http://127.0.0.1:9191/api/status | tr ',{' '\n\n' |
+	sed -n 's/.*"rdma_retrieve_reqs": *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+[ "${psess:-0}" -ge 1 ] && [ "${prdma:-0}" -ge 1 ] &&
+	pass "vmpeer served $psess peer session(s), $prdma RDMA RETRIEVEs in all" ||
+	fail "vmpeer: peer_sessions '$psess', rdma_retrieve_reqs '$prdma'"
+kill -TERM $ppid
+wait $ppid
+rc=$?
+[ $rc -eq 0 ] && pass "L2 peer node stopped cleanly" || {
+	fail "L2 peer node exit status $rc"
+	cat peer.log
+}
 ctl done
 echo "client_vm: $fails failure(s)"
 [ $fails -eq 0 ]

@@ -1,10 +1,16 @@
 #!/bin/sh
 # The node host of the two-VM node suite (tests/rdma/run-suite.sh, vm.sh run2): runs cachenode
 # on rxe0 (10.77.0.1) over the verbs transport and obeys one-line commands the client host sends
-# to TCP port 9000: "restart" (SIGTERM, then start again), "done" (check counters, stop).
+# to TCP port 9000: "restart" (SIGTERM, then start again), "l2" (check the counters of the cases
+# so far, then restart as one of two L2 nodes: --peer names this node and the client host's node,
+# both /verbs), "l2check N" (the L2 counters must show exactly N chunks fetched from the peer over
+# verbs), "done" (check counters, stop).
 # Exit 0 when the node always started, stopped cleanly (exit 0) and its counters say what the
 # client's cases did.
 ADDR=10.77.0.1:7700
+# the same list on both nodes (the client host's node is vmpeer on 10.77.0.2:7700)
+L2PEERS=vmnode@10.77.0.1:7700/verbs,vmpeer@10.77.0.2:7700/verbs
+NODE_ARGS="--l1-size 384M --max-chunk 4M"
 fails=0
 pass() { echo "PASS: $*"; }
 fail() {
@@ -13,8 +19,9 @@ fail() {
 }
 
 start_node() {
-	./cachenode --listen $ADDR --transport verbs --rdma-dev rxe0 --l1-size 384M \
-		--max-chunk 4M --http 127.0.0.1:9190 --node-id vmnode >>node.log 2>&1 &
+	# shellcheck disable=SC2086
+	./cachenode --listen $ADDR --transport verbs --rdma-dev rxe0 $NODE_ARGS \
+		--http 127.0.0.1:9190 --node-id vmnode >>node.log 2>&1 &
 	pid=$!
 	i=0
 	while ! grep -q 'serving on' node.log; do
@@ -40,6 +47,48 @@ stop_node() {
 status_value() { # dotted-free key name -> first number after it in /api/status
 	wget -qO- http://127.0.0.1:9190/api/status | tr ',{' '\n\n' |
 		sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" | head -n 1
+}
+
+# What the client's cases before the L2 step must have left on the node.
+checked=0
+case_checks() {
+	checked=1
+	# The client's three bad requests each broke their connection with a remote access error.
+	acc=$(status_value err_remote_access)
+	[ "${acc:-0}" -ge 3 ] && pass "remote access errors counted: $acc" ||
+		fail "err_remote_access is '${acc}' after the bad-rkey cases"
+	pinned=$(status_value pinned_bytes)
+	[ "${pinned:-1}" -eq 0 ] && pass "nothing left pinned" || fail "pinned_bytes is '$pinned'"
+	wget -qO- http://127.0.0.1:9190/api/healthz >/dev/null && pass "node healthy" ||
+		fail "node unhealthy"
+}
+
+# After the client's L2 case: this node fetched exactly $1 chunks from vmpeer, over verbs.
+l2_checks() {
+	want=$1
+	peer=$(wget -qO- http://127.0.0.1:9190/api/status | tr -d ' \n' |
+		grep -o '"id":"vmpeer","addr":"[^"]*","transport":"[a-z]*"')
+	echo "L2 peer: $peer"
+	case "$peer" in
+	*'"transport":"verbs"') pass "L2 peer vmpeer is reached over verbs" ;;
+	*) fail "L2 peer vmpeer: '$peer' (want transport verbs)" ;;
+	esac
+	for k in retrieve_l2_hits fills fetch_hits; do
+		v=$(status_value $k)
+		[ "${v:--1}" -eq "$want" ] && pass "L2 $k moved by $v (want $want)" ||
+			fail "L2 $k is '$v' (want $want)"
+	done
+	for k in fill_failed marked_down timeouts; do
+		v=$(status_value $k)
+		[ "${v:--1}" -eq 0 ] && pass "L2 $k is 0" || fail "L2 $k is '$v' (want 0)"
+	done
+	echo "L2 counters: rdma_retrieve_reqs $(status_value rdma_retrieve_reqs)" \
+		"retrieve_hits $(status_value retrieve_hits) l2_waits $(status_value l2_waits)" \
+		"fetch_reqs $(status_value fetch_reqs) fetch_keys $(status_value fetch_keys)" \
+		"fetch_bytes $(status_value fetch_bytes) rdma_writes $(status_value rdma_writes)"
+	pinned=$(status_value pinned_bytes)
+	[ "${pinned:-1}" -eq 0 ] && pass "L2 node: nothing left pinned" ||
+		fail "L2 node: pinned_bytes is '$pinned'"
 }
 
 # per-thread CPU ticks of $pid: "tid comm ticks" lines
@@ -79,18 +128,23 @@ while :; do
 		: >node.log
 		start_node
 		;;
+	l2)
+		case_checks
+		stop_node
+		cat node.log
+		: >node.log
+		# small chunks only in this step: a fetch over verbs registers --max-chunk per key
+		NODE_ARGS="--l1-size 128M --max-chunk 256K --peer $L2PEERS --l2-timeout 20000"
+		start_node
+		grep 'L2:' node.log
+		;;
+	l2check\ *) l2_checks "${cmd#l2check }" ;;
 	done) break ;;
 	*) echo "unknown command '$cmd'" ;;
 	esac
 done
 
-# The client's three bad requests each broke their connection with a remote access error.
-acc=$(status_value err_remote_access)
-[ "${acc:-0}" -ge 3 ] && pass "remote access errors counted: $acc" ||
-	fail "err_remote_access is '${acc}' after the bad-rkey cases"
-pinned=$(status_value pinned_bytes)
-[ "${pinned:-1}" -eq 0 ] && pass "nothing left pinned" || fail "pinned_bytes is '$pinned'"
-wget -qO- http://127.0.0.1:9190/api/healthz >/dev/null && pass "node healthy" || fail "node unhealthy"
+[ $checked -eq 1 ] || case_checks
 stop_node
 echo "--- node log"
 cat node.log

@@ -22,6 +22,20 @@
  *       connect, PING, then wait for the node to go away (the suite restarts
  *       it): the next request must fail with a connection error; reconnect
  *       (retrying up to T ms) and run a small round trip.
+ *   rdma-check l2 STORE_ADDR RETRIEVE_ADDR --ids ID,ID[,...] --store-id ID
+ *           --retrieve-id ID [--chunks N] [--seed S] [--wait-ms T]
+ *       the L2 tier over verbs. Both nodes run with the same --peer list,
+ *       whose ids --ids gives, and the storing node with --l2-write none:
+ *       store N chunks through the node at STORE_ADDR (node --store-id),
+ *       then RETRIEVE every one with CN_F_RDMA through the node at
+ *       RETRIEVE_ADDR (node --retrieve-id; connecting retries up to T ms).
+ *       The chunks the storing node owns (rendezvous over --ids, as the
+ *       nodes place them) must come back byte-exact: the retrieving node
+ *       fetched them from their owner. The ones the retrieving node owns
+ *       must be misses (it owns them and was never given them). A second
+ *       RETRIEVE must give the same (now from the retrieving node's L1).
+ *       "l2_expected" in the last line is how many chunks the retrieving
+ *       node must have fetched (its retrieve_l2_hits and l2 fills).
  *
  * Chunk i of seed S: key = SHA-256("rdma-check-S-i"), size and bytes from a
  * splitmix64 stream of (S, i), so any process can recompute and check it.
@@ -40,6 +54,7 @@
 
 #include <cachenode/client.h>
 
+#include "cn_l2.h"
 #include "cn_transport.h"
 
 #define MAX_SMALL (16u << 10)
@@ -47,7 +62,8 @@
 #define BIG_EVERY 500u
 
 struct opts {
-	const char *mode, *addr;
+	const char *mode, *addr, *addr2;
+	const char *ids, *store_id, *retrieve_id;
 	unsigned chunks, batch, depth, size;
 	uint64_t seed;
 	int wait_ms;
@@ -108,6 +124,34 @@ static int connect_verbs(const char *addr, struct cn_client **c)
 		fprintf(stderr, "connect %s: %s\n", addr, cn_client_errmsg(*c));
 		cn_client_close(c);
 		return rc;
+	}
+	if (strcmp(cn_client_transport(*c), "verbs") != 0) {
+		fprintf(stderr, "connected over %s, not verbs\n", cn_client_transport(*c));
+		cn_client_close(c);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* connect_verbs(), retrying for up to @wait_ms while the node is not there yet. */
+static int connect_verbs_wait(const char *addr, int wait_ms, struct cn_client **c)
+{
+	uint64_t t0 = now_us();
+
+	for (;;) {
+		struct cn_client_opts o = {.transport = "verbs", .timeout_ms = 20000,
+					   .name = "rdma-check"};
+		int rc = cn_client_connect(addr, &o, c);
+
+		if (rc == 0)
+			break;
+		if (now_us() - t0 > (uint64_t)wait_ms * 1000u) {
+			fprintf(stderr, "connect %s: %s\n", addr, cn_client_errmsg(*c));
+			cn_client_close(c);
+			return rc;
+		}
+		cn_client_close(c);
+		usleep(200000);
 	}
 	if (strcmp(cn_client_transport(*c), "verbs") != 0) {
 		fprintf(stderr, "connected over %s, not verbs\n", cn_client_transport(*c));
@@ -487,11 +531,166 @@ static int hold(const struct opts *o)
 	return roundtrip(&small);
 }
 
+
+/*
+ * Batches of @b keys of [0, n): STORE (@store) from or RETRIEVE into @buf at
+ * @off, pipelined @depth deep. Statuses into @st, lengths into @bufs.
+ */
+static int batch_all(struct cn_client *c, bool store, const struct opts *o, unsigned n,
+		     struct cn_key *keys, const uint32_t *sizes, const uint64_t *off, uint8_t *buf,
+		     struct cn_buf *bufs, int32_t *st)
+{
+	unsigned b = o->batch, nreq = (n + b - 1) / b;
+	struct cn_req *reqs = calloc(nreq, sizeof(*reqs));
+	int rc;
+
+	if (reqs == NULL)
+		return -ENOMEM;
+	for (unsigned r = 0; r < nreq; r++) {
+		unsigned first = r * b, k = n - first < b ? n - first : b;
+
+		for (unsigned i = first; i < first + k; i++)
+			bufs[i] = (struct cn_buf){buf + off[i], store ? sizes[i] : 0, sizes[i]};
+		reqs[r] = (struct cn_req){.op = store ? CN_OP_STORE : CN_OP_RETRIEVE, .nkeys = k,
+					  .keys = keys + first, .bufs = bufs + first,
+					  .status = st + first};
+	}
+	rc = run_pipelined(c, reqs, nreq, o->depth);
+	for (unsigned r = 0; store && rc == 0 && r < nreq; r++)
+		if (reqs[r].result != 0) {
+			fprintf(stderr, "store request %u: %d (%s)\n", r, reqs[r].result,
+				strerror(-reqs[r].result));
+			rc = -EIO;
+		}
+	free(reqs);
+	return rc;
+}
+
+static int l2_check(const struct opts *o)
+{
+	const char *ids[CN_L2_MAX_PEERS];
+	char idbuf[CN_L2_MAX_PEERS * (CN_PROTO_MAX_NAME + 1)];
+	unsigned n = o->chunks, nids = 0, sidx = CN_L2_MAX_PEERS, ridx = CN_L2_MAX_PEERS;
+	unsigned expected = 0, misses = 0, others = 0, bad = 0;
+	struct cn_key *keys = calloc(n, sizeof(*keys));
+	uint32_t *sizes = calloc(n, sizeof(*sizes));
+	uint64_t *off = calloc(n, sizeof(*off));
+	unsigned *owner = calloc(n, sizeof(*owner));
+	struct cn_buf *bufs = calloc(n, sizeof(*bufs));
+	int32_t *st = calloc(n, sizeof(*st));
+	uint8_t *src = NULL, *dst = NULL;
+	uint64_t total = 0, t0, t_retr = 0;
+	struct cn_client *c = NULL;
+
+	if (o->ids == NULL || o->store_id == NULL || o->retrieve_id == NULL || o->addr2 == NULL ||
+	    strlen(o->ids) >= sizeof(idbuf)) {
+		fprintf(stderr, "l2: needs STORE_ADDR RETRIEVE_ADDR --ids --store-id --retrieve-id\n");
+		return 2;
+	}
+	snprintf(idbuf, sizeof(idbuf), "%s", o->ids);
+	for (char *save = NULL, *t = strtok_r(idbuf, ",", &save); t && nids < CN_L2_MAX_PEERS;
+	     t = strtok_r(NULL, ",", &save)) {
+		if (strcmp(t, o->store_id) == 0)
+			sidx = nids;
+		if (strcmp(t, o->retrieve_id) == 0)
+			ridx = nids;
+		ids[nids++] = t;
+	}
+	if (sidx == CN_L2_MAX_PEERS || ridx == CN_L2_MAX_PEERS || sidx == ridx) {
+		fprintf(stderr, "l2: --store-id and --retrieve-id must be two of --ids\n");
+		return 2;
+	}
+	if (!keys || !sizes || !off || !owner || !bufs || !st)
+		return 1;
+	for (unsigned i = 0; i < n; i++) {
+		chunk_key(o->seed, i, &keys[i]);
+		sizes[i] = chunk_size(o->seed, i);
+		off[i] = total;
+		total += (sizes[i] + 63u) & ~63u;
+		owner[i] = cn_l2_rendezvous(&keys[i], ids, nids);
+		expected += owner[i] == sidx;
+		misses += owner[i] == ridx;
+		others += owner[i] != sidx && owner[i] != ridx;
+	}
+	src = malloc(total);
+	dst = malloc(total);
+	if (!src || !dst)
+		return 1;
+	for (unsigned i = 0; i < n; i++)
+		chunk_fill(o->seed, i, src + off[i], sizes[i]);
+
+	/* STORE through the storing node (it keeps them: --l2-write none there) */
+	if (connect_verbs_wait(o->addr, o->wait_ms, &c) != 0)
+		return 1;
+	if (cn_client_mem_register(c, src, total) != 0 ||
+	    batch_all(c, true, o, n, keys, sizes, off, src, bufs, st) != 0) {
+		fprintf(stderr, "store through %s: %s\n", o->addr, cn_client_errmsg(c));
+		return 1;
+	}
+	cn_client_close(&c);
+	printf("stored %u chunks (%" PRIu64 " bytes) through %s (%s); %u owned by it, %u by %s\n",
+	       n, total, o->addr, o->store_id, expected, misses, o->retrieve_id);
+
+	/* RETRIEVE with CN_F_RDMA through the other node, twice */
+	if (connect_verbs_wait(o->addr2, o->wait_ms, &c) != 0)
+		return 1;
+	if (cn_client_mem_register(c, dst, total) != 0) {
+		fprintf(stderr, "register: %s\n", cn_client_errmsg(c));
+		return 1;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		memset(dst, 0xa5, total);
+		t0 = now_us();
+		if (batch_all(c, false, o, n, keys, sizes, off, dst, bufs, st) != 0) {
+			fprintf(stderr, "retrieve through %s: %s\n", o->addr2, cn_client_errmsg(c));
+			return 1;
+		}
+		if (pass == 0)
+			t_retr = now_us() - t0;
+		for (unsigned i = 0; i < n; i++) {
+			bool ok;
+
+			if (owner[i] == sidx)
+				ok = st[i] == CN_OK && bufs[i].len == sizes[i] &&
+				     memcmp(src + off[i], dst + off[i], sizes[i]) == 0;
+			else if (owner[i] == ridx)
+				ok = st[i] == CN_E_NOENT;
+			else
+				ok = true; /* a third member's: not this check's business */
+			if (!ok && bad++ < 5)
+				fprintf(stderr, "pass %d chunk %u (owner %s): status %d len %u/%u%s\n",
+					pass, i, ids[owner[i]], st[i], bufs[i].len, sizes[i],
+					st[i] == CN_OK ? " or bytes differ" : "");
+		}
+		if (bad != 0) {
+			fprintf(stderr, "pass %d: %u of %u chunks wrong\n", pass, bad, n);
+			return 1;
+		}
+		printf("retrieve pass %d through %s (%s): %u byte-exact from the owner, %u misses\n",
+		       pass + 1, o->addr2, o->retrieve_id, expected, misses);
+	}
+	cn_client_close(&c);
+	printf("{\"chunks\": %u, \"bytes\": %" PRIu64 ", \"l2_expected\": %u, \"misses\": %u, "
+	       "\"others\": %u, \"retrieve_s\": %.3f, \"ok\": true}\n",
+	       n, total, expected, misses, others, t_retr / 1e6);
+	free(src);
+	free(dst);
+	free(keys);
+	free(sizes);
+	free(off);
+	free(owner);
+	free(bufs);
+	free(st);
+	return 0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: cachenode-rdma-check roundtrip|verify|store-loop|bad-rkey|bad-addr|"
 			"bad-rkey-retrieve|hold ADDR [--chunks N] [--seed S] [--batch B] [--depth D]"
-			" [--size BYTES] [--wait-ms T] [--min-present K]\n");
+			" [--size BYTES] [--wait-ms T] [--min-present K]\n"
+			"       cachenode-rdma-check l2 STORE_ADDR RETRIEVE_ADDR --ids ID,ID[,...]"
+			" --store-id ID --retrieve-id ID [--chunks N] [--seed S] [--wait-ms T]\n");
 	return 2;
 }
 
@@ -503,10 +702,24 @@ int main(int argc, char **argv)
 		return usage();
 	o.mode = argv[1];
 	o.addr = argv[2];
-	for (int i = 3; i + 1 < argc; i += 2) {
-		unsigned long long v = strtoull(argv[i + 1], NULL, 0);
+	if (strcmp(o.mode, "l2") == 0) {
+		if (argc < 4)
+			return usage();
+		o.addr2 = argv[3];
+	}
+	for (int i = o.addr2 ? 4 : 3; i < argc; i += 2) {
+		unsigned long long v;
 
-		if (strcmp(argv[i], "--chunks") == 0)
+		if (i + 1 >= argc)
+			return usage();
+		v = strtoull(argv[i + 1], NULL, 0);
+		if (strcmp(argv[i], "--ids") == 0)
+			o.ids = argv[i + 1];
+		else if (strcmp(argv[i], "--store-id") == 0)
+			o.store_id = argv[i + 1];
+		else if (strcmp(argv[i], "--retrieve-id") == 0)
+			o.retrieve_id = argv[i + 1];
+		else if (strcmp(argv[i], "--chunks") == 0)
 			o.chunks = (unsigned)v;
 		else if (strcmp(argv[i], "--seed") == 0)
 			o.seed = v;
@@ -541,5 +754,7 @@ int main(int argc, char **argv)
 		return bad_request(&o, true, false);
 	if (strcmp(o.mode, "hold") == 0)
 		return hold(&o);
+	if (strcmp(o.mode, "l2") == 0)
+		return l2_check(&o);
 	return usage();
 }

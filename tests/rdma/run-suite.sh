@@ -5,7 +5,9 @@
 #      (tests/rdma/test_verbs.sh) when the verbs build produced cachenode-rdma-bench;
 #   2. two VMs (two hosts, one rxe each, a virtual link): RC traffic between the hosts, then
 #      the node suite: cachenode serving over verbs on one host, real clients on the other
-#      (tests/rdma/node_vm.sh, client_vm.sh).
+#      (tests/rdma/node_vm.sh, client_vm.sh), ending with L2 over verbs: a node on each host,
+#      one --peer list naming both /verbs, chunks stored through one and RDMA-retrieved through
+#      the other, which fetches them from their owner.
 # Exit 77 (skipped) only when qemu or the kernel package cannot be had.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

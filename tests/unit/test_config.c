@@ -297,7 +297,9 @@ static void registry_options(void **state)
 static void l2_options(void **state)
 {
 	struct cn_config cfg;
-	char err[256] = "";
+	char err[256] = "", *help = NULL;
+	size_t helplen = 0;
+	FILE *f;
 
 	assert_int_equal(parse(&cfg, err, NULL), 0);
 	assert_string_equal(cfg.peers, "");
@@ -315,12 +317,30 @@ static void l2_options(void **state)
 
 	assert_int_equal(parse(&cfg, err, "--peer", "127.0.0.1:7700", NULL), -EINVAL);
 	assert_non_null(strstr(err, "ID@HOST:PORT"));
+	/* a transport suffix per peer; an unknown one is named */
+	assert_int_equal(parse(&cfg, err, "--peer", "a@10.0.0.1:1/verbs,b@h:2/auto", "--peer",
+			       "c@h:3/tcp", NULL),
+			 0);
+	assert_string_equal(cfg.peers, "a@10.0.0.1:1/verbs,b@h:2/auto,c@h:3/tcp");
+	assert_int_equal(parse(&cfg, err, "--peer", "a@h:1/rdma", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--peer 'a@h:1/rdma': unknown transport 'rdma'"));
+	assert_non_null(strstr(err, "tcp, verbs or auto"));
+	assert_int_equal(parse(&cfg, err, "--peer", "a@h:1/verbs", "--peer", "a@h:2/tcp", NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err, "'a' given twice"));
 	assert_int_equal(parse(&cfg, err, "--peer", "a@h:1", "--peer", "a@h:2", NULL), -EINVAL);
 	assert_non_null(strstr(err, "'a' given twice"));
 	assert_int_equal(parse(&cfg, err, "--l2-write", "back", NULL), -EINVAL);
 	assert_non_null(strstr(err, "through or none"));
 	assert_int_equal(parse(&cfg, err, "--l2-timeout", "5", NULL), -EINVAL);
 	assert_int_equal(parse(&cfg, err, "--l2-threads", "0", NULL), -EINVAL);
+
+	f = open_memstream(&help, &helplen);
+	cn_config_usage(f, "cachenode");
+	fclose(f);
+	assert_non_null(strstr(help, "--peer ID@HOST:PORT[/T]"));
+	assert_non_null(strstr(help, "tcp (default), verbs or auto"));
+	free(help);
 }
 
 int main(void)

@@ -116,6 +116,29 @@ static void static_parse(void **state)
 	assert_string_equal(st.peers[0].addr, "127.0.0.1:1");
 	assert_string_equal(st.peers[1].id, "b.x");
 	assert_string_equal(st.peers[1].addr, "[::1]:2");
+	assert_string_equal(st.peers[0].transport, "tcp"); /* no suffix: tcp, as before */
+	assert_string_equal(st.peers[1].transport, "tcp");
+	/* a transport per peer: /tcp, /verbs, /auto after the address */
+	assert_int_equal(cn_l2_static_parse("a@10.0.0.1:7700/verbs,b@[::1]:2/auto,c@h:3/tcp,d@h:4",
+					    &st, err, sizeof(err)),
+			 0);
+	assert_int_equal(st.n, 4);
+	assert_string_equal(st.peers[0].addr, "10.0.0.1:7700");
+	assert_string_equal(st.peers[0].transport, "verbs");
+	assert_string_equal(st.peers[1].addr, "[::1]:2");
+	assert_string_equal(st.peers[1].transport, "auto");
+	assert_string_equal(st.peers[2].transport, "tcp");
+	assert_string_equal(st.peers[3].addr, "h:4");
+	assert_string_equal(st.peers[3].transport, "tcp");
+	assert_int_equal(cn_l2_static_parse("a@h:1,b@h:2/rdma", &st, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "'b@h:2/rdma': unknown transport 'rdma'"));
+	assert_int_equal(cn_l2_static_parse("a@h:1/", &st, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unknown transport ''"));
+	assert_int_equal(cn_l2_static_parse("a@h:1/verbs/tcp", &st, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unknown transport"));
+	assert_int_equal(cn_l2_static_parse("a@/verbs", &st, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "ID@HOST:PORT[/tcp|/verbs|/auto]"));
+	assert_int_equal(cn_l2_static_parse("a/verbs@h:1", &st, err, sizeof(err)), -EINVAL);
 	assert_int_equal(cn_l2_static_parse("", &st, err, sizeof(err)), 0);
 	assert_int_equal(st.n, 0);
 	assert_int_equal(cn_l2_static_parse("127.0.0.1:7700", &st, err, sizeof(err)), -EINVAL);

@@ -9,8 +9,15 @@
  * that rkey), copies the bytes between the slab and a plain buffer of the
  * test, then reports completion with rdma_done(). The engine, L1 and session
  * are the real ones.
+ *
+ * The L2 cases give the session a real L2 tier (tiers/l2, its own threads)
+ * whose peer is a second engine and session served over the real tcp
+ * transport in this process; the test plays the worker's side of the async
+ * completion path (the wake handle's post() queues the job, the test hands
+ * it to async_done() as the transport's worker would).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,11 +25,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include <cachenode/client.h>
 #include "cn_engine.h"
+#include "cn_l2.h"
 #include "cn_session.h"
 #include "cn_test_eal.h"
 #include "cn_transport.h"
@@ -131,15 +145,21 @@ static bool all_guard(const uint8_t *p, size_t n)
 	return true;
 }
 
-static struct conn *conn_open(struct fix *f, unsigned flags)
+/* A session with @wake as its completion path (NULL: none, no async work). */
+static struct conn *conn_open_wake(struct fix *f, unsigned flags, const struct cn_wake *wake)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 
 	assert_non_null(c);
 	c->f = f;
-	c->s = cn_session_ops.open(&f->ctx, 0, "test", flags, NULL);
+	c->s = cn_session_ops.open(&f->ctx, 0, "test", flags, wake);
 	assert_non_null(c->s);
 	return c;
+}
+
+static struct conn *conn_open(struct fix *f, unsigned flags)
+{
+	return conn_open_wake(f, flags, NULL);
 }
 
 static void conn_close(struct conn **pc, int err)
@@ -1579,6 +1599,574 @@ static void rdma_close_with_requests_in_flight(void **state)
 	fix_free(f);
 }
 
+
+/* ---- L2: CN_F_RDMA RETRIEVE misses fetched from the owner peer ---- */
+
+/* A peer node in this process: its own engine and sessions, served over tcp by one thread. */
+struct peer {
+	struct cn_engine *eng;
+	struct cn_session_ctx ctx;
+	struct cn_session_stats sstats[2];
+	struct cn_transport_stats tstats[1];
+	struct cn_server *srv;
+	pthread_t thr;
+};
+
+static void *peer_main(void *arg)
+{
+	struct peer *p = arg;
+
+	cn_tcp_ops.server_run(p->srv, 0);
+	return NULL;
+}
+
+static struct peer *peer_new(const char *id, uint64_t max_chunk)
+{
+	struct peer *p = calloc(1, sizeof(*p));
+	char name[32];
+	struct cn_engine_cfg ecfg = {
+		.l1_size = 16u << 20, .max_chunk = max_chunk, .ncores = 2, .socket_id = -1,
+		.name = name,
+	};
+	struct cn_server_cfg scfg = {.listen = "127.0.0.1:0", .nworkers = 1,
+				     .sess = &cn_session_ops};
+
+	assert_non_null(p);
+	snprintf(name, sizeof(name), "peer%u", fix_seq++);
+	assert_int_equal(cn_engine_create(&ecfg, &p->eng), 0);
+	p->ctx = (struct cn_session_ctx){
+		.engine = p->eng,
+		.node_id = id,
+		.max_keys = CN_PROTO_MAX_KEYS,
+		.max_frame = CN_PROTO_MAX_FRAME,
+		.stats = p->sstats,
+	};
+	scfg.sess_arg = &p->ctx;
+	scfg.stats = p->tstats;
+	assert_int_equal(cn_tcp_ops.server_create(&scfg, &p->srv), 0);
+	assert_int_equal(pthread_create(&p->thr, NULL, peer_main, p), 0);
+	return p;
+}
+
+static void peer_free(struct peer *p)
+{
+	cn_tcp_ops.server_stop(p->srv, 0);
+	pthread_join(p->thr, NULL);
+	cn_tcp_ops.server_destroy(&p->srv);
+	cn_engine_destroy(&p->eng);
+	free(p);
+}
+
+/* Store a chunk in the peer's L1 only (on core 1: its server thread runs core 0). */
+static void peer_put(struct peer *p, const struct cn_key *k, const void *data, uint32_t len)
+{
+	struct cn_l1_ref ref;
+
+	assert_int_equal(cn_engine_store_begin(p->eng, 1, k, len, &ref), 0);
+	memcpy(ref.data, data, len);
+	assert_int_equal(cn_engine_store_commit(p->eng, 1, &ref), 0);
+}
+
+/* The jobs the L2 threads handed back, as the transport's completion queue holds them. */
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct cn_async *got;
+};
+
+static void wake_post(void *w, struct cn_async *job)
+{
+	struct waiter *wt = w;
+
+	pthread_mutex_lock(&wt->lock);
+	job->next = wt->got;
+	wt->got = job;
+	pthread_cond_signal(&wt->cond);
+	pthread_mutex_unlock(&wt->lock);
+}
+
+/* The next job handed back (fails the test after 10 s). */
+static struct cn_async *wait_job(struct waiter *wt)
+{
+	struct timespec until;
+	struct cn_async *a;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&wt->lock);
+	while (wt->got == NULL)
+		if (pthread_cond_timedwait(&wt->cond, &wt->lock, &until) != 0)
+			break;
+	a = wt->got;
+	if (a != NULL)
+		wt->got = a->next;
+	pthread_mutex_unlock(&wt->lock);
+	assert_non_null(a);
+	return a;
+}
+
+/* The session's L2 tier: this node ("rdma-node") and one peer, both members. */
+struct l2fix {
+	struct cn_l2_static st;
+	struct cn_l2 *l2;
+	struct waiter wt;
+	struct cn_wake wake;
+};
+
+static struct l2fix *l2_new(struct fix *f, const char *peer_id, const char *peer_addr,
+			    uint64_t max_chunk)
+{
+	struct l2fix *l = calloc(1, sizeof(*l));
+	char spec[256], err[200];
+	struct cn_l2_cfg cfg = {.self_id = "rdma-node", .source = &cn_l2_static_source,
+				.timeout_ms = 2000, .threads = 2, .max_chunk = max_chunk,
+				/* no write-through: the only jobs are the fetches under test */
+				.write = CN_L2_WRITE_NONE};
+
+	assert_non_null(l);
+	pthread_mutex_init(&l->wt.lock, NULL);
+	pthread_cond_init(&l->wt.cond, NULL);
+	/* every node gets the same list, this one included */
+	snprintf(spec, sizeof(spec), "rdma-node@127.0.0.1:1,%s@%s/tcp", peer_id, peer_addr);
+	assert_int_equal(cn_l2_static_parse(spec, &l->st, err, sizeof(err)), 0);
+	cfg.source_arg = &l->st;
+	assert_int_equal(cn_l2_create(&cfg, &l->l2), 0);
+	assert_true(cn_l2_active(l->l2));
+	assert_true(cn_l2_self_member(l->l2));
+	l->wake = (struct cn_wake){.post = wake_post, .worker = &l->wt, .conn = l};
+	f->ctx.l2 = l->l2;
+	return l;
+}
+
+static void l2_free(struct fix *f, struct l2fix *l)
+{
+	assert_null(l->wt.got); /* every job was handed to async_done() */
+	f->ctx.l2 = NULL;
+	cn_l2_destroy(&l->l2);
+	pthread_mutex_destroy(&l->wt.lock);
+	pthread_cond_destroy(&l->wt.cond);
+	free(l);
+}
+
+/* Hand every job back to the session as the worker would; each must be taken (1). */
+static void finish_job(struct l2fix *l, int want)
+{
+	assert_int_equal(cn_session_ops.async_done(wait_job(&l->wt)), want);
+}
+
+/* @n keys (from key_of(*next) on) whose owner is the peer (@peer) or this node (!@peer). */
+static void owned_keys(struct l2fix *l, bool peer, unsigned *next, struct cn_key *out, unsigned n)
+{
+	for (unsigned got = 0; got < n; (*next)++) {
+		struct cn_key k = key_of(*next);
+
+		if ((cn_l2_owner(l->l2, &k) != CN_L2_SELF) == peer)
+			out[got++] = k;
+	}
+}
+
+static void l2_peer_stats(struct l2fix *l, struct cn_l2_peer_stats *st)
+{
+	struct cn_l2_peer_view v;
+
+	assert_int_equal(cn_l2_peer_get(l->l2, 0, &v), 0);
+	*st = v.st;
+}
+
+static struct cn_l2_stats l2_stats(struct l2fix *l)
+{
+	struct cn_l2_stats st;
+
+	cn_l2_get_stats(l->l2, &st);
+	return st;
+}
+
+/*
+ * RETRIEVE-RDMA of chunks held only by their owner peer: the request waits
+ * (no operation, no reply, nothing more read) while the L2 threads fetch
+ * them, then every chunk is RDMA-written byte-exact from L1; an L1 hit in
+ * the same request is served as ever, a key the peer lacks and a key this
+ * node owns are plain misses, a repeated key is fetched once and written
+ * twice. The counters move by exactly that; a second RETRIEVE is all L1.
+ */
+static void rdma_retrieve_l2_fetch(void **state)
+{
+	enum { N = 5, NREQ = N + 4 };
+	static const uint32_t len[N] = {1, 1000, 64u << 10, 3000, 17};
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct peer *p = peer_new("peer1", 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10);
+	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
+	struct cn_key pk[N + 2], sk;
+	uint8_t *data[N], local[700];
+	struct region *dst[NREQ];
+	struct desc d[NREQ];
+	struct cn_rdma_op op;
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_l2_peer_stats ps;
+	struct cn_l2_stats ls;
+	struct cn_l1_info info;
+	const uint8_t *rp;
+	unsigned next = 2000;
+	uint64_t sum = 0;
+	/* what each descriptor must get back: a peer chunk, local, or nothing */
+	int32_t want_st[NREQ];
+	const uint8_t *want[NREQ];
+	uint32_t want_len[NREQ];
+
+	owned_keys(l, true, &next, pk, N + 2); /* N on the peer; pk[N]: not; pk[N + 1]: local */
+	owned_keys(l, false, &next, &sk, 1);	/* this node's, and missing: never asked for */
+	for (unsigned i = 0; i < N; i++) {
+		data[i] = malloc(len[i]);
+		assert_non_null(data[i]);
+		pattern(data[i], len[i], 40 + i);
+		peer_put(p, &pk[i], data[i], len[i]);
+		sum += len[i];
+	}
+	pattern(local, sizeof(local), 99);
+	assert_int_equal(store_inline(c, &pk[N + 1], local, sizeof(local)), CN_OK);
+	/* the request: the peer's N, pk[0] again, the peer's miss, this node's miss, L1 */
+	for (unsigned i = 0; i < NREQ; i++) {
+		const struct cn_key *k = i < N ? &pk[i] : i == N ? &pk[0] : i == N + 1 ? &pk[N]
+					 : i == N + 2 ? &sk : &pk[N + 1];
+
+		dst[i] = remote(f, 64u << 10);
+		d[i] = (struct desc){*k, 64u << 10, dst[i]->rkey, dst[i]->base};
+		want_st[i] = i == N + 1 || i == N + 2 ? CN_E_NOENT : CN_OK;
+		want[i] = i < N ? data[i] : i == N ? data[0] : i == N + 3 ? local : NULL;
+		want_len[i] = i < N ? len[i] : i == N ? len[0] : i == N + 3 ? sizeof(local) : 0;
+	}
+	put_rdma_req(&b, CN_OP_RETRIEVE, 30, d, NREQ);
+	put_ping(&b, 31, "behind");
+	feed_all(c, &b);
+	/* waiting for the peer: nothing to write yet, nothing answered, nothing read past it */
+	assert_int_equal(cn_session_ops.rdma_next(c->s, &op, 1), 0);
+	assert_true(no_reply(c));
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_false(cn_session_ops.idle(c->s));
+	assert_int_equal(f->sstats[0].l2_waits, 1);
+	assert_int_equal(f->sstats[0].ping_reqs, 0);
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, 0); /* the request has not started */
+
+	finish_job(l, 1);
+	/* N fetched + the repeat + the L1 hit */
+	assert_int_equal(run_rdma(c, false, 3, 100), N + 2);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 30, CN_OK, &h);
+	assert_int_equal(h.payload_len, 8 + 8 * NREQ);
+	for (unsigned i = 0; i < NREQ; i++) {
+		assert_int_equal((int32_t)cn_get_le32(rp + 8 + 8 * i), want_st[i]);
+		assert_int_equal(cn_get_le32(rp + 12 + 8 * i), want_len[i]);
+		if (want[i] != NULL)
+			assert_memory_equal(dst[i]->base, want[i], want_len[i]);
+		assert_true(all_guard(dst[i]->base + want_len[i],
+				      (64u << 10) - want_len[i] + GUARD_LEN));
+	}
+	expect_pong(c, 31, "behind");
+	assert_true(cn_session_ops.idle(c->s));
+	assert_int_equal(f->sstats[0].retrieve_reqs, 1);
+	assert_int_equal(f->sstats[0].rdma_retrieve_reqs, 1);
+	assert_int_equal(f->sstats[0].retrieve_keys, NREQ);
+	assert_int_equal(f->sstats[0].retrieve_hits, N + 2);
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, N + 1); /* pk[0] was sent twice */
+	assert_int_equal(f->sstats[0].retrieve_bytes, sum + len[0] + sizeof(local));
+	assert_int_equal(f->sstats[0].req_errors, 0);
+	ls = l2_stats(l);
+	assert_int_equal(ls.jobs_submitted, 1);
+	assert_int_equal(ls.fills, N);
+	assert_int_equal(ls.fill_failed, 0);
+	l2_peer_stats(l, &ps);
+	assert_int_equal(ps.fetch_reqs, 1);
+	assert_int_equal(ps.fetch_keys, N + 1); /* distinct keys missing in L1: not sk, not local */
+	assert_int_equal(ps.fetch_hits, N);
+	assert_int_equal(ps.fetch_bytes, sum);
+	assert_int_equal(ps.errors + ps.timeouts, 0);
+	assert_int_equal(p->sstats[0].peer_sessions, 1); /* the peer served it from L1 only */
+	l1_info(f, &info);
+	assert_int_equal(info.pinned, 0);
+	assert_int_equal(info.chunks, N + 1);
+
+	/* now they are L1 hits: no wait, no job, no L2 hit */
+	for (unsigned i = 0; i < N; i++)
+		memset(dst[i]->base, GUARD, 64u << 10);
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 32, d, N);
+	feed_all(c, &b);
+	assert_int_equal(run_rdma(c, false, 8, 100), N);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 32, CN_OK, &h);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal((int32_t)cn_get_le32(rp + 8 + 8 * i), CN_OK);
+		assert_memory_equal(dst[i]->base, data[i], len[i]);
+	}
+	assert_int_equal(f->sstats[0].l2_waits, 1);
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, N + 1);
+	assert_int_equal(l2_stats(l).jobs_submitted, 1);
+
+	conn_close(&c, 0);
+	l2_free(f, l);
+	peer_free(p);
+	for (unsigned i = 0; i < N; i++)
+		free(data[i]);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * Order around a RETRIEVE-RDMA waiting for L2: a STORE-RDMA in flight before
+ * it goes on and is answered first; a STORE-RDMA of the same key behind it
+ * is not even parsed until the fetch is back, and then waits for the
+ * RETRIEVE's WRITE: the RETRIEVE gets the peer's bytes, the STORE finds
+ * the key stored (CN_E_EXIST). A RETRIEVE waiting on a conflict goes to L2
+ * only once it may start, and asks only for what L1 does not have then.
+ */
+static void rdma_retrieve_l2_keeps_order(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct peer *p = peer_new("peer1", 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10);
+	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
+	struct cn_key pk[3];
+	struct desc sa, rx, sx, ry[2];
+	struct region *dx = remote(f, 4000), *sxr = remote(f, 4000), *dy0 = remote(f, 4000),
+		      *dy1 = remote(f, 4000);
+	uint8_t onpeer[4000], onpeer2[4000];
+	struct cn_rdma_op ops[4];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_l2_peer_stats ps;
+	const uint8_t *rp;
+	unsigned next = 3000;
+
+	owned_keys(l, true, &next, pk, 3);
+	pattern(onpeer, sizeof(onpeer), 1);
+	pattern(onpeer2, sizeof(onpeer2), 2);
+	pattern(sxr->base, 4000, 3); /* the later STORE's bytes: must never be retrieved */
+	peer_put(p, &pk[0], onpeer, sizeof(onpeer));
+	peer_put(p, &pk[2], onpeer2, sizeof(onpeer2));
+	store_descs(f, &sa, 3500, 1, 2000);
+	rx = (struct desc){pk[0], 4000, dx->rkey, dx->base};
+	sx = (struct desc){pk[0], 4000, sxr->rkey, sxr->base};
+	put_rdma_req(&b, CN_OP_STORE, 1, &sa, 1);    /* in flight before */
+	put_rdma_req(&b, CN_OP_RETRIEVE, 2, &rx, 1); /* waits for L2 */
+	put_rdma_req(&b, CN_OP_STORE, 3, &sx, 1);    /* the same key, behind it */
+	put_ping(&b, 4, "last");
+	feed_all(c, &b);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	assert_int_equal(f->sstats[0].l2_waits, 1);
+	assert_int_equal(take_ops(c, ops, 4), 1); /* the first STORE's READ only */
+	assert_true(ops[0].read);
+	assert_ptr_equal((void *)(uintptr_t)ops[0].remote_addr, sa.addr);
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 1, 1); /* the earlier request went on while the fetch is out */
+	assert_true(no_reply(c));
+	assert_int_equal(f->sstats[0].store_reqs, 1); /* the later STORE is not parsed */
+
+	finish_job(l, 1);
+	assert_int_equal(take_ops(c, ops, 4), 1); /* the WRITE; the STORE of pk[0] waits on it */
+	assert_false(ops[0].read);
+	assert_ptr_equal((void *)(uintptr_t)ops[0].remote_addr, dx->base);
+	assert_true(cn_session_ops.rx_paused(c->s));
+	run_op(f, &ops[0], false);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 2, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(rp + 8), CN_OK);
+	assert_int_equal(cn_get_le32(rp + 12), sizeof(onpeer));
+	assert_memory_equal(dx->base, onpeer, sizeof(onpeer));
+	/* the STORE behind: the key is in L1 now, so no READ and CN_E_EXIST */
+	assert_int_equal(take_ops(c, ops, 4), 0);
+	rp = expect_reply(c, CN_OP_STORE, 3, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(rp + 8), CN_E_EXIST);
+	expect_pong(c, 4, "last");
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, 1);
+
+	/*
+	 * STORE-RDMA of pk[1] in flight, then RETRIEVE {pk[1], pk[2]}: it waits on
+	 * the conflict without asking anyone; once the STORE is done it asks the
+	 * peer for pk[2] alone (pk[1] is in L1 by then).
+	 */
+	store_descs(f, &sa, 3600, 1, 3000);
+	sa.key = pk[1];
+	ry[0] = (struct desc){pk[1], 4000, dy0->rkey, dy0->base};
+	ry[1] = (struct desc){pk[2], 4000, dy1->rkey, dy1->base};
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_STORE, 5, &sa, 1);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 6, ry, 2);
+	feed_all(c, &b);
+	assert_int_equal(take_ops(c, ops, 4), 1);
+	assert_int_equal(f->sstats[0].l2_waits, 1); /* not yet */
+	run_op(f, &ops[0], true);
+	assert_int_equal(cn_session_ops.rdma_done(c->s, 1), 0);
+	expect_stored(c, 5, 1);
+	assert_int_equal(f->sstats[0].l2_waits, 2);
+	assert_true(no_reply(c));
+	finish_job(l, 1);
+	assert_int_equal(run_rdma(c, false, 8, 100), 2);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 6, CN_OK, &h);
+	assert_int_equal(cn_get_le32(rp + 12), 3000);
+	assert_memory_equal(dy0->base, sa.addr, 3000);
+	assert_int_equal(cn_get_le32(rp + 20), sizeof(onpeer2));
+	assert_memory_equal(dy1->base, onpeer2, sizeof(onpeer2));
+	l2_peer_stats(l, &ps);
+	assert_int_equal(ps.fetch_reqs, 2);
+	assert_int_equal(ps.fetch_keys, 2); /* pk[0], then pk[2] alone */
+	assert_int_equal(ps.fetch_hits, 2);
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, 2);
+	assert_true(cn_session_ops.idle(c->s));
+	conn_close(&c, 0);
+	l2_free(f, l);
+	peer_free(p);
+	free(b.p);
+	fix_free(f);
+}
+
+/* A loopback port with nobody listening: connect() is refused at once. */
+static unsigned dead_port(void)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	unsigned port;
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+/*
+ * The owner peer is down: its keys are misses (CN_E_NOENT), never a
+ * request-level error; what L1 has in the same request is still written.
+ * Once the peer is marked down its keys are answered at once, with no job.
+ */
+static void rdma_retrieve_l2_peer_down(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	char addr[64];
+	struct l2fix *l;
+	struct conn *c;
+	struct cn_key k[4];
+	struct region *r[4];
+	struct desc d[4];
+	uint8_t local[900];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_l2_peer_view v;
+	const uint8_t *rp;
+	unsigned next = 4000;
+
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", dead_port());
+	l = l2_new(f, "gone", addr, 64u << 10);
+	c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
+	owned_keys(l, true, &next, k, 4);
+	pattern(local, sizeof(local), 5);
+	assert_int_equal(store_inline(c, &k[2], local, sizeof(local)), CN_OK);
+	for (unsigned i = 0; i < 4; i++) {
+		r[i] = remote(f, 1000);
+		d[i] = (struct desc){k[i], 1000, r[i]->rkey, r[i]->base};
+	}
+	put_rdma_req(&b, CN_OP_RETRIEVE, 1, d, 4);
+	feed_all(c, &b);
+	assert_true(no_reply(c));
+	finish_job(l, 1);
+	assert_int_equal(run_rdma(c, false, 8, 100), 1);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 1, CN_OK, &h);
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal((int32_t)cn_get_le32(rp + 8 + 8 * i), i == 2 ? CN_OK : CN_E_NOENT);
+	assert_memory_equal(r[2]->base, local, sizeof(local));
+	assert_true(all_guard(r[0]->base, 1000 + GUARD_LEN));
+	assert_int_equal(f->sstats[0].req_errors, 0);
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, 0);
+	assert_int_equal(cn_l2_peer_get(l->l2, 0, &v), 0);
+	assert_true(v.down);
+	assert_int_equal(v.st.errors, 1);
+	assert_int_equal(l2_stats(l).fills, 0);
+
+	/* down: answered at once, no job, counted as skipped */
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 2, d, 2);
+	put_ping(&b, 3, "alive");
+	feed_all(c, &b);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 2, CN_OK, &h);
+	assert_int_equal((int32_t)cn_get_le32(rp + 8), CN_E_NOENT);
+	assert_int_equal((int32_t)cn_get_le32(rp + 16), CN_E_NOENT);
+	expect_pong(c, 3, "alive");
+	assert_int_equal(f->sstats[0].l2_waits, 1);
+	assert_int_equal(l2_stats(l).jobs_submitted, 1);
+	assert_int_equal(cn_l2_peer_get(l->l2, 0, &v), 0);
+	assert_int_equal(v.st.down_skips, 2);
+	assert_true(cn_session_ops.idle(c->s));
+	conn_close(&c, 0);
+	l2_free(f, l);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
+ * The connection closes while the fetch is out: the job is orphaned and,
+ * when it comes back, freed with its buffers (async_done() answers 0);
+ * nothing is filled, pinned or reserved, and the node serves others.
+ */
+static void rdma_retrieve_l2_close_while_fetching(void **state)
+{
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct peer *p = peer_new("peer1", 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10);
+	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake), *other;
+	struct cn_key k[2];
+	struct region *r = remote(f, 2 * 5000);
+	struct desc d[2];
+	uint8_t data[5000];
+	struct bytes b = {0};
+	struct cn_l1_info info;
+	unsigned next = 5000;
+
+	owned_keys(l, true, &next, k, 2);
+	pattern(data, sizeof(data), 9);
+	for (unsigned i = 0; i < 2; i++) {
+		peer_put(p, &k[i], data, sizeof(data));
+		d[i] = (struct desc){k[i], 5000, r->rkey, r->base + 5000 * i};
+	}
+	put_rdma_req(&b, CN_OP_RETRIEVE, 1, d, 2);
+	put_ping(&b, 2, "never");
+	feed_all(c, &b);
+	assert_true(no_reply(c));
+	conn_close(&c, -ECONNRESET);
+	assert_int_equal(f->sstats[0].sessions_open, 0);
+	finish_job(l, 0); /* orphaned: freed, its connection not touched */
+	l1_info(f, &info);
+	assert_int_equal(info.chunks, 0);
+	assert_int_equal(info.pinned, 0);
+	assert_int_equal(info.reserved, 0);
+	assert_int_equal(l2_stats(l).fills, 0);
+	assert_true(all_guard(r->base, 2 * 5000 + GUARD_LEN));
+	/* another session fetches them fine */
+	other = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
+	bytes_reset(&b);
+	put_rdma_req(&b, CN_OP_RETRIEVE, 3, d, 2);
+	feed_all(other, &b);
+	finish_job(l, 1);
+	assert_int_equal(run_rdma(other, false, 8, 100), 2);
+	{
+		struct cn_proto_hdr h;
+		const uint8_t *rp = expect_reply(other, CN_OP_RETRIEVE, 3, CN_OK, &h);
+
+		for (unsigned i = 0; i < 2; i++) {
+			assert_int_equal((int32_t)cn_get_le32(rp + 8 + 8 * i), CN_OK);
+			assert_memory_equal(r->base + 5000 * i, data, sizeof(data));
+		}
+	}
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, 2);
+	conn_close(&other, 0);
+	l2_free(f, l);
+	peer_free(p);
+	free(b.p);
+	fix_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1599,6 +2187,10 @@ int main(void)
 		cmocka_unit_test(rdma_pipeline_request_bound),
 		cmocka_unit_test(rdma_pipeline_byte_bound),
 		cmocka_unit_test(rdma_close_with_requests_in_flight),
+		cmocka_unit_test(rdma_retrieve_l2_fetch),
+		cmocka_unit_test(rdma_retrieve_l2_keeps_order),
+		cmocka_unit_test(rdma_retrieve_l2_peer_down),
+		cmocka_unit_test(rdma_retrieve_l2_close_while_fetching),
 	};
 
 	if (cn_test_eal_init("test_session_rdma") < 0)

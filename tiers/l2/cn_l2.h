@@ -100,7 +100,7 @@ extern const unsigned cn_l2_metric_count;
 struct cn_l2_peer_info {
 	char id[CN_PROTO_MAX_NAME + 1];
 	char addr[128];	     /* "HOST:PORT" */
-	char transport[16];  /* "tcp" or "verbs" ("" = tcp) */
+	char transport[16];  /* "tcp", "verbs" or "auto" ("" = tcp): how the L2 threads connect */
 };
 
 /*
@@ -115,10 +115,12 @@ struct cn_l2_source_ops {
 };
 
 /*
- * The static source: @spec is a comma-separated "ID@HOST:PORT" list (the
- * --peer values). cn_l2_static_parse() validates and splits it (0 or
- * -EINVAL with the offending entry in @err); the source's arg is a
- * struct cn_l2_static filled by it.
+ * The static source: @spec is a comma-separated "ID@HOST:PORT[/TRANSPORT]"
+ * list (the --peer values); TRANSPORT is tcp (the default), verbs or auto,
+ * as cn_client_opts.transport takes it. cn_l2_static_parse() validates and
+ * splits it (0 or -EINVAL with the offending entry in @err; an unknown
+ * transport is named); the source's arg is a struct cn_l2_static filled by
+ * it.
  */
 struct cn_l2_static {
 	unsigned n;
@@ -186,6 +188,7 @@ struct cn_l2_job {
 	uint64_t sid;	   /* telemetry span */
 	uint64_t req_id;   /* the request it answers */
 	uint8_t req_op;
+	uint16_t req_flags; /* that request's CN_F_* flags (CN_F_RDMA: an RDMA RETRIEVE's fetch) */
 	/* the work */
 	uint32_t n;
 	struct cn_l2_item it[];

@@ -203,7 +203,8 @@ int cn_l2_static_parse(const char *spec, struct cn_l2_static *out, char *err, si
 	while (*p) {
 		size_t len = strcspn(p, ",");
 		char ent[256], host[200];
-		const char *at;
+		const char *at, *tname = "tcp";
+		char *slash;
 		uint16_t port;
 		struct cn_l2_peer_info *pi;
 
@@ -212,6 +213,20 @@ int cn_l2_static_parse(const char *spec, struct cn_l2_static *out, char *err, si
 		memcpy(ent, p, len);
 		ent[len] = '\0';
 		at = strchr(ent, '@');
+		/* an optional "/TRANSPORT" after the address (no address has a '/') */
+		slash = at != NULL ? strchr(at, '/') : NULL;
+		if (slash != NULL) {
+			*slash = '\0';
+			tname = slash + 1;
+			if (strcmp(tname, "tcp") != 0 && strcmp(tname, "verbs") != 0 &&
+			    strcmp(tname, "auto") != 0) {
+				snprintf(err, errlen,
+					 "'%.*s': unknown transport '%.16s' (expected tcp, verbs "
+					 "or auto after the '/')",
+					 (int)(len > 100 ? 100 : len), p, tname);
+				return -EINVAL;
+			}
+		}
 		if (at == NULL || at == ent || (size_t)(at - ent) > CN_PROTO_MAX_NAME ||
 		    cn_parse_hostport(at + 1, host, sizeof(host), &port) < 0 || port == 0 ||
 		    strlen(at + 1) >= sizeof(pi->addr))
@@ -233,13 +248,15 @@ int cn_l2_static_parse(const char *spec, struct cn_l2_static *out, char *err, si
 		memcpy(pi->id, ent, (size_t)(at - ent));
 		pi->id[at - ent] = '\0';
 		snprintf(pi->addr, sizeof(pi->addr), "%s", at + 1);
-		snprintf(pi->transport, sizeof(pi->transport), "tcp");
+		snprintf(pi->transport, sizeof(pi->transport), "%s", tname);
 		p += len;
 		if (*p == ',')
 			p++;
 		continue;
 bad:
-		snprintf(err, errlen, "'%.*s': expected ID@HOST:PORT (ID: 1-64 of [A-Za-z0-9._-])",
+		snprintf(err, errlen,
+			 "'%.*s': expected ID@HOST:PORT[/tcp|/verbs|/auto] (ID: 1-64 of "
+			 "[A-Za-z0-9._-])",
 			 (int)(len > 100 ? 100 : len), p);
 		return -EINVAL;
 	}
