@@ -780,6 +780,35 @@ static void rreq_finish(struct sess *s, struct rreq *r)
 }
 
 /*
+ * Take the slab of one STORE (reserve) or RETRIEVE (pin) item of an RDMA or
+ * GPU request and note its status; a RETRIEVE's reply entry at @d gets
+ * {status, len} now (a hit over the cap is CN_E_TOOBIG with its length, and
+ * unpinned). A STORE's status goes into its reply when it finishes. Returns
+ * 0 when the item holds a slab.
+ */
+static int item_claim(struct sess *s, struct store_item *it, bool store, uint8_t *d)
+{
+	int rc;
+
+	if (store) {
+		rc = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len, &it->ref);
+		it->reserved = rc == 0;
+		it->status = cn_status_from_errno(rc);
+		return rc;
+	}
+	rc = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
+	cn_put_le32(d + 4, rc == 0 ? it->ref.len : 0);
+	if (rc == 0 && it->ref.len > it->len) {
+		cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
+		rc = -E2BIG; /* len stays: the requester learns the size it needs */
+	}
+	it->pinned = rc == 0;
+	it->status = cn_status_from_errno(rc);
+	cn_put_le32(d, (uint32_t)it->status);
+	return rc;
+}
+
+/*
  * Start @r: queue its reply (held), reserve (STORE) or pin (RETRIEVE) its
  * slabs and put it in flight, so rdma_next() hands out one operation per
  * slab. A RETRIEVE hit that does not fit its cap is unpinned at once and
@@ -807,27 +836,8 @@ static void rreq_start(struct sess *s, struct rreq *r)
 		CN_STAT_ADD(s->st, retrieve_keys, r->n);
 	}
 	for (uint32_t i = 0; i < r->n; i++) {
-		struct store_item *it = &r->it[i];
-		uint8_t *d = e->meta + CN_PROTO_BATCH_HDR + per * i;
-		int rc;
-
-		if (store) {
-			rc = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len,
-						   &it->ref);
-			it->reserved = rc == 0;
-			it->status = cn_status_from_errno(rc);
-		} else {
-			rc = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
-			cn_put_le32(d + 4, rc == 0 ? it->ref.len : 0);
-			if (rc == 0 && it->ref.len > it->len) {
-				cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
-				rc = -E2BIG; /* len stays: the requester learns the size it needs */
-			}
-			it->pinned = rc == 0;
-			it->status = cn_status_from_errno(rc);
-			cn_put_le32(d, (uint32_t)it->status);
-		}
-		r->ops += it->reserved || it->pinned;
+		item_claim(s, &r->it[i], store, e->meta + CN_PROTO_BATCH_HDR + per * i);
+		r->ops += r->it[i].reserved || r->it[i].pinned;
 	}
 	r->reply = e;
 	e->held = true;
@@ -2160,25 +2170,8 @@ static void gpu_begin(struct sess *s, const uint8_t *p, uint32_t n)
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		struct store_item *it = &r->it[i];
-		uint8_t *d = e->meta + CN_PROTO_BATCH_HDR + per * i;
-		int rc;
 
-		if (store) {
-			rc = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len,
-						   &it->ref);
-			it->reserved = rc == 0;
-		} else {
-			rc = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
-			cn_put_le32(d + 4, rc == 0 ? it->ref.len : 0);
-			if (rc == 0 && it->ref.len > it->len) {
-				cn_engine_unpin(s->ctx->engine, s->core, &it->ref);
-				rc = -E2BIG; /* len stays: the requester learns the size it needs */
-			}
-			it->pinned = rc == 0;
-		}
-		it->status = cn_status_from_errno(rc);
-		cn_put_le32(d, (uint32_t)it->status);
-		if (rc == 0)
+		if (item_claim(s, it, store, e->meta + CN_PROTO_BATCH_HDR + per * i) == 0)
 			g->bytes += store ? it->len : it->ref.len;
 	}
 	e->held = true;
