@@ -24,6 +24,7 @@
 
 #include <cachenode/client.h>
 #include "cn_l2.h"
+#include "cn_test_wake.h"
 
 #define NKEYS 20000u
 
@@ -152,53 +153,6 @@ static void static_parse(void **state)
 
 /* ---- a tier with a static source ---- */
 
-struct waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct cn_async *got;
-};
-
-/* wake.post as a transport would: another thread, no blocking */
-static void post(void *w, struct cn_async *job)
-{
-	struct waiter *wt = w;
-
-	pthread_mutex_lock(&wt->lock);
-	job->next = wt->got;
-	wt->got = job;
-	pthread_cond_signal(&wt->cond);
-	pthread_mutex_unlock(&wt->lock);
-}
-
-static struct cn_l2_job *wait_job(struct waiter *wt)
-{
-	struct cn_async *a;
-
-	pthread_mutex_lock(&wt->lock);
-	while (wt->got == NULL)
-		pthread_cond_wait(&wt->cond, &wt->lock);
-	a = wt->got;
-	wt->got = a->next;
-	pthread_mutex_unlock(&wt->lock);
-	return (struct cn_l2_job *)a;
-}
-
-/* A loopback port with nobody listening: connect() is refused at once. */
-static unsigned dead_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	unsigned port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
 static void owner_matches_placement(void **state)
 {
 	struct cn_l2_static st;
@@ -252,7 +206,7 @@ static void owner_matches_placement(void **state)
 
 static void refused_peer_backs_off(void **state)
 {
-	struct waiter wt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL};
+	struct cn_test_waiter wt = CN_TEST_WAITER_INIT;
 	struct cn_l2_static st;
 	struct cn_l2 *l2 = NULL;
 	struct cn_l2_peer_view v;
@@ -261,7 +215,7 @@ static void refused_peer_backs_off(void **state)
 	struct cn_l2_cfg cfg = {.self_id = "me", .source = &cn_l2_static_source,
 				.source_arg = &st, .timeout_ms = 500, .max_chunk = 1 << 20};
 
-	snprintf(spec, sizeof(spec), "dead@127.0.0.1:%u", dead_port());
+	snprintf(spec, sizeof(spec), "dead@127.0.0.1:%u", cn_test_dead_port());
 	assert_int_equal(cn_l2_static_parse(spec, &st, err, sizeof(err)), 0);
 	assert_int_equal(cn_l2_create(&cfg, &l2), 0);
 
@@ -269,12 +223,12 @@ static void refused_peer_backs_off(void **state)
 		j = cn_l2_job_alloc(2);
 		assert_non_null(j);
 		j->op = CN_L2_FETCH;
-		j->wake = (struct cn_wake){.post = post, .worker = &wt};
+		j->wake = (struct cn_wake){.post = cn_test_wake_post, .worker = &wt};
 		j->n = 2;
 		for (unsigned i = 0; i < 2; i++)
 			j->it[i] = (struct cn_l2_item){.key = key_n(i), .peer = 0};
 		assert_int_equal(cn_l2_submit(l2, j), 0);
-		assert_ptr_equal(wait_job(&wt), j);
+		assert_ptr_equal((struct cn_l2_job *)cn_test_wait_job(&wt), j);
 		for (unsigned i = 0; i < 2; i++) {
 			assert_int_equal(j->it[i].status, CN_E_NOENT); /* a miss, not an error */
 			assert_null(j->it[i].data);
@@ -296,7 +250,7 @@ static void refused_peer_backs_off(void **state)
 /* Jobs still queued at stop come back (misses): nothing is lost. */
 static void stop_hands_back_queued_jobs(void **state)
 {
-	struct waiter wt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL};
+	struct cn_test_waiter wt = CN_TEST_WAITER_INIT;
 	struct cn_l2_static st;
 	struct cn_l2 *l2 = NULL;
 	char spec[64], err[200];
@@ -305,14 +259,14 @@ static void stop_hands_back_queued_jobs(void **state)
 				.threads = 1, .queue_max = 4};
 	unsigned back = 0, submitted = 0;
 
-	snprintf(spec, sizeof(spec), "dead@127.0.0.1:%u", dead_port());
+	snprintf(spec, sizeof(spec), "dead@127.0.0.1:%u", cn_test_dead_port());
 	assert_int_equal(cn_l2_static_parse(spec, &st, err, sizeof(err)), 0);
 	assert_int_equal(cn_l2_create(&cfg, &l2), 0);
 	for (unsigned i = 0; i < 16; i++) {
 		struct cn_l2_job *j = cn_l2_job_alloc(1);
 
 		j->op = CN_L2_LOOKUP;
-		j->wake = (struct cn_wake){.post = post, .worker = &wt};
+		j->wake = (struct cn_wake){.post = cn_test_wake_post, .worker = &wt};
 		j->n = 1;
 		j->it[0] = (struct cn_l2_item){.key = key_n(i), .peer = 0};
 		if (cn_l2_submit(l2, j) == 0)
@@ -322,7 +276,9 @@ static void stop_hands_back_queued_jobs(void **state)
 	}
 	cn_l2_stop(l2);
 	while (wt.got != NULL) {
-		struct cn_l2_job *j = wait_job(&wt);
+		struct cn_l2_job *j = (struct cn_l2_job *)cn_test_wait_job(&wt);
+
+		assert_non_null(j);
 
 		assert_false(j->it[0].present);
 		free(j);

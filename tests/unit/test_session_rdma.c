@@ -39,6 +39,7 @@
 #include "cn_l2.h"
 #include "cn_session.h"
 #include "cn_test_eal.h"
+#include "cn_test_wake.h"
 #include "cn_transport.h"
 
 #define MAX_REGIONS 16
@@ -1667,49 +1668,11 @@ static void peer_put(struct peer *p, const struct cn_key *k, const void *data, u
 	assert_int_equal(cn_engine_store_commit(p->eng, 1, &ref), 0);
 }
 
-/* The jobs the L2 threads handed back, as the transport's completion queue holds them. */
-struct waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct cn_async *got;
-};
-
-static void wake_post(void *w, struct cn_async *job)
-{
-	struct waiter *wt = w;
-
-	pthread_mutex_lock(&wt->lock);
-	job->next = wt->got;
-	wt->got = job;
-	pthread_cond_signal(&wt->cond);
-	pthread_mutex_unlock(&wt->lock);
-}
-
-/* The next job handed back (fails the test after 10 s). */
-static struct cn_async *wait_job(struct waiter *wt)
-{
-	struct timespec until;
-	struct cn_async *a;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
-	pthread_mutex_lock(&wt->lock);
-	while (wt->got == NULL)
-		if (pthread_cond_timedwait(&wt->cond, &wt->lock, &until) != 0)
-			break;
-	a = wt->got;
-	if (a != NULL)
-		wt->got = a->next;
-	pthread_mutex_unlock(&wt->lock);
-	assert_non_null(a);
-	return a;
-}
-
 /* The session's L2 tier: this node ("rdma-node") and one peer, both members. */
 struct l2fix {
 	struct cn_l2_static st;
 	struct cn_l2 *l2;
-	struct waiter wt;
+	struct cn_test_waiter wt;
 	struct cn_wake wake;
 };
 
@@ -1733,7 +1696,7 @@ static struct l2fix *l2_new(struct fix *f, const char *peer_id, const char *peer
 	assert_int_equal(cn_l2_create(&cfg, &l->l2), 0);
 	assert_true(cn_l2_active(l->l2));
 	assert_true(cn_l2_self_member(l->l2));
-	l->wake = (struct cn_wake){.post = wake_post, .worker = &l->wt, .conn = l};
+	l->wake = (struct cn_wake){.post = cn_test_wake_post, .worker = &l->wt, .conn = l};
 	f->ctx.l2 = l->l2;
 	return l;
 }
@@ -1751,7 +1714,10 @@ static void l2_free(struct fix *f, struct l2fix *l)
 /* Hand every job back to the session as the worker would; each must be taken (1). */
 static void finish_job(struct l2fix *l, int want)
 {
-	assert_int_equal(cn_session_ops.async_done(wait_job(&l->wt)), want);
+	struct cn_async *a = cn_test_wait_job(&l->wt);
+
+	assert_non_null(a);
+	assert_int_equal(cn_session_ops.async_done(a), want);
 }
 
 /* @n keys (from key_of(*next) on) whose owner is the peer (@peer) or this node (!@peer). */
@@ -2021,22 +1987,6 @@ static void rdma_retrieve_l2_keeps_order(void **state)
 	fix_free(f);
 }
 
-/* A loopback port with nobody listening: connect() is refused at once. */
-static unsigned dead_port(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t slen = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	unsigned port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &slen), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
 /*
  * The owner peer is down: its keys are misses (CN_E_NOENT), never a
  * request-level error; what L1 has in the same request is still written.
@@ -2058,7 +2008,7 @@ static void rdma_retrieve_l2_peer_down(void **state)
 	const uint8_t *rp;
 	unsigned next = 4000;
 
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", dead_port());
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", cn_test_dead_port());
 	l = l2_new(f, "gone", addr, 64u << 10);
 	c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
 	owned_keys(l, true, &next, k, 4);
