@@ -259,10 +259,21 @@ bool cn_daemon_log_contains(const struct cn_daemon *d, const char *text)
 	return found;
 }
 
+json_t *cn_json_at(json_t *node, const char *path)
+{
+	char buf[256], *tok, *save;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (tok = strtok_r(buf, ".", &save); tok && node; tok = strtok_r(NULL, ".", &save))
+		node = json_is_array(node) ? json_array_get(node, strtoul(tok, NULL, 10))
+					   : json_object_get(node, tok);
+	return node;
+}
+
 int cn_status_u64(const char *addr, const char *path, uint64_t *v)
 {
 	struct cn_client *c = NULL;
-	char *text = NULL, buf[128], *tok, *save;
+	char *text = NULL;
 	json_t *root, *node;
 	int r = cn_client_connect(addr, NULL, &c);
 
@@ -275,11 +286,7 @@ int cn_status_u64(const char *addr, const char *path, uint64_t *v)
 	free(text);
 	if (root == NULL)
 		return -EBADMSG;
-	snprintf(buf, sizeof(buf), "%s", path);
-	node = root;
-	for (tok = strtok_r(buf, ".", &save); tok && node; tok = strtok_r(NULL, ".", &save))
-		node = json_is_array(node) ? json_array_get(node, strtoul(tok, NULL, 10))
-					   : json_object_get(node, tok);
+	node = cn_json_at(root, path);
 	r = json_is_integer(node) ? 0 : -ENOENT;
 	if (r == 0)
 		*v = (uint64_t)json_integer_value(node);

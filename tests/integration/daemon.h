@@ -73,6 +73,10 @@ int cn_raw_send_retrieve(int fd, uint64_t id, const struct cn_key *keys, uint32_
  */
 int cn_raw_read_retrieves(int fd, unsigned rounds, uint32_t n, uint32_t chunk, uint8_t *sink);
 
+/* cn_json_at - the value at @path ("a.b.0.c": a number indexes an array) under @node, or NULL. */
+typedef struct json_t json_t;
+json_t *cn_json_at(json_t *node, const char *path);
+
 /* cn_status_u64 - a number from the node's STATUS JSON ("requests.store_ok";
  * a number indexes an array: "components.l2.peers.0.counters.errors").
  * Returns 0 and *v, or -errno. */

@@ -123,14 +123,11 @@ static json_t *status(const struct cn_daemon *d)
 
 static json_t *at(json_t *node, const char *path)
 {
-	char buf[256], *save, *tok;
+	json_t *v = cn_json_at(node, path);
 
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (tok = strtok_r(buf, ".", &save); tok && node; tok = strtok_r(NULL, ".", &save))
-		node = json_object_get(node, tok);
-	if (node == NULL)
+	if (v == NULL)
 		fail_msg("status tree has no %s", path);
-	return node;
+	return v;
 }
 
 static long long st_int(json_t *root, const char *path)
