@@ -442,6 +442,33 @@ static void gpu_out(struct pbuf *b, const struct cn_node *nd)
 			value(b, ((const uint64_t *)cn_gpu_dev_stats(nd->gpu, i))[r], scale);
 		}
 	}
+	family(b, "cachenode_gpu_copy_throughput_gbps", "histogram",
+	       "GB/s of each copy batch (submit to completion), per device and direction");
+	for (unsigned i = 0; i < in->ndev; i++) {
+		for (unsigned dir = 0; dir < 2; dir++) {
+			const char *dn = dir == CN_GPU_D2H ? "d2h" : "h2d";
+			struct cn_gpu_tput tp;
+			uint64_t cum = 0;
+
+			if (cn_gpu_tput_get(nd->gpu, i, (enum cn_gpu_dir)dir, &tp) < 0)
+				continue;
+			for (unsigned k = 0; k < CN_GPU_TPUT_BUCKETS; k++) {
+				cum += tp.bucket[k];
+				if (k == CN_GPU_TPUT_BUCKETS - 1)
+					pb_printf(b, "cachenode_gpu_copy_throughput_gbps_bucket{%s,device="
+						     "\"%u\",dir=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+						  b->node, i, dn, cum);
+				else
+					pb_printf(b, "cachenode_gpu_copy_throughput_gbps_bucket{%s,device="
+						     "\"%u\",dir=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+						  b->node, i, dn, cn_gpu_tput_le[k], cum);
+			}
+			pb_printf(b, "cachenode_gpu_copy_throughput_gbps_sum{%s,device=\"%u\",dir=\"%s\"} "
+				     "%.10g\n", b->node, i, dn, (double)tp.sum_mbps / 1e3);
+			pb_printf(b, "cachenode_gpu_copy_throughput_gbps_count{%s,device=\"%u\",dir=\"%s\"} "
+				     "%" PRIu64 "\n", b->node, i, dn, tp.count);
+		}
+	}
 	free(in);
 }
 

@@ -29,7 +29,8 @@
  *      "gpu": {is_healthy, reason, built, present, absent_reason, mode, runtime_version,
  *              driver_version, host_registered, host_reason, rdma_mode, rdma_reason,
  *              "devices": [{ordinal, name, pci_bus_id, mem_total, compute_capability,
- *                           copy_engines, "counters": {CN_GPU_DEV_METRICS}}]}}}
+ *                           copy_engines, "throughput_gbps": {"d2h"|"h2d": {count, mean,
+ *                           p50, p90, p99}}, "counters": {CN_GPU_DEV_METRICS}}]}}}
  *
  * Health rules. Each is stateless (it reads the levels of this moment, so
  * two readers never disagree and nothing has to remember the last call):
@@ -79,6 +80,7 @@
  * descendant (children in the order above), a colon, and why.
  */
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -346,6 +348,35 @@ static json_t *l2_json(struct tree *t, const struct cn_node *nd, struct health *
 	return o;
 }
 
+/* A bucket bound in GB/s; null for the top bucket (over 256 GB/s: JSON has no infinity). */
+static json_t *gbps_json(double v)
+{
+	return isinf(v) ? json_null() : json_real(v);
+}
+
+/* {d2h: {count, mean, p50, p90, p99}, h2d: {...}} in GB/s (bucket bounds) of device @dev. */
+static json_t *gpu_tput_json(struct tree *t, const struct cn_gpu *g, unsigned dev)
+{
+	static const char *const dir_name[] = {"d2h", "h2d"};
+	json_t *o = json_object();
+
+	for (unsigned dir = 0; dir < 2; dir++) {
+		struct cn_gpu_tput tp;
+		json_t *d = json_object();
+
+		if (cn_gpu_tput_get(g, dev, (enum cn_gpu_dir)dir, &tp) < 0)
+			memset(&tp, 0, sizeof(tp));
+		put_u64(t, d, "count", tp.count);
+		put(t, d, "mean", json_real(tp.count ? (double)tp.sum_mbps / 1e3 / (double)tp.count
+						      : 0.0));
+		put(t, d, "p50", gbps_json(cn_gpu_tput_quantile(&tp, 0.50)));
+		put(t, d, "p90", gbps_json(cn_gpu_tput_quantile(&tp, 0.90)));
+		put(t, d, "p99", gbps_json(cn_gpu_tput_quantile(&tp, 0.99)));
+		put(t, o, dir_name[dir], d);
+	}
+	return o;
+}
+
 static json_t *gpu_json(struct tree *t, const struct cn_node *nd, struct health *h)
 {
 	json_t *o = component(t), *devs = json_array();
@@ -379,6 +410,7 @@ static json_t *gpu_json(struct tree *t, const struct cn_node *nd, struct health 
 		put_u64(t, p, "mem_total", d->mem_total);
 		put(t, p, "compute_capability", json_string(cc));
 		put_u64(t, p, "copy_engines", (uint64_t)d->copy_engines);
+		put(t, p, "throughput_gbps", gpu_tput_json(t, nd->gpu, i));
 		put(t, p, "counters",
 		    table_json(t, NULL, cn_gpu_dev_metric_desc, cn_gpu_dev_metric_count,
 			       (const uint64_t *)cn_gpu_dev_stats(nd->gpu, i)));

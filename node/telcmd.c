@@ -23,6 +23,7 @@
  * to leave out instead of losing it silently.
  */
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -86,7 +87,9 @@
 	  "`runtime_version`, `driver_version`, `host_registered` (0/1), `host_reason`, "          \
 	  "`rdma_mode`, `rdma_reason`, `devices`, every per-device counter summed (u64); with a "  \
 	  "device index: `device`, `name`, `pci_bus_id`, `mem_total`, `cc_major`, `cc_minor`, "    \
-	  "`copy_engines` and that device's counters; no such device: error")                      \
+	  "`copy_engines`, `d2h_p50_mbps`, `h2d_p50_mbps` (median batch throughput, bucket "      \
+	  "bound; inf = 2^64-1), `d2h_batches`, `h2d_batches` and that device's counters; no such " \
+	  "device: error")                      \
 	X(latency, "none, or an op name (`/cachenode/latency,store`)",                             \
 	  "per-op latency: /cachenode/latency,<op> (none: every op and its count)",                \
 	  "with an op: dict `op`, `count`, `min_ns`, `max_ns`, `mean_ns`, `p50_ns`, `p90_ns`, "    \
@@ -670,7 +673,7 @@ static int cmd_l2(void *ctx, const char *params, struct rte_tel_data *d)
 /* ---- /cachenode/gpu ---- */
 
 #define N_GPU (0 CN_GPU_DEV_METRICS(ROW_COUNT))
-_Static_assert(N_GPU + 11 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/gpu dict");
+_Static_assert(N_GPU + 12 <= RTE_TEL_MAX_DICT_ENTRIES, "/cachenode/gpu dict");
 
 static int cmd_gpu(void *ctx, const char *params, struct rte_tel_data *d)
 {
@@ -702,6 +705,19 @@ static int cmd_gpu(void *ctx, const char *params, struct rte_tel_data *d)
 		add_u64(d, "cc_major", (uint64_t)dv->cc_major);
 		add_u64(d, "cc_minor", (uint64_t)dv->cc_minor);
 		add_u64(d, "copy_engines", (uint64_t)dv->copy_engines);
+		for (unsigned dir = 0; dir < 2; dir++) {
+			struct cn_gpu_tput tp;
+			char key[32];
+			double q;
+
+			if (cn_gpu_tput_get(nd->gpu, (unsigned)first, (enum cn_gpu_dir)dir, &tp) < 0)
+				memset(&tp, 0, sizeof(tp));
+			snprintf(key, sizeof(key), "%s_p50_mbps", dir == CN_GPU_D2H ? "d2h" : "h2d");
+			q = cn_gpu_tput_quantile(&tp, 0.5);
+			add_u64(d, key, isinf(q) ? UINT64_MAX : (uint64_t)(q * 1e3));
+			snprintf(key, sizeof(key), "%s_batches", dir == CN_GPU_D2H ? "d2h" : "h2d");
+			add_u64(d, key, tp.count);
+		}
 		r = add_table(d, "", cn_gpu_dev_metric_desc, N_GPU,
 			      (const uint64_t *)cn_gpu_dev_stats(nd->gpu, (unsigned)first));
 		free(in);

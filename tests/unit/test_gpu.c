@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +197,42 @@ static void metric_table(void **state)
 }
 
 /* Four 4-byte blocks 0x00..0x0f; pack ids {2, 0, 2, 3} (a repeat), by hand. */
+/*
+ * The throughput histogram's arithmetic (what cn_gpu_batch_free files each
+ * batch under, and the quantiles the status tree and /metrics report).
+ */
+static void tput_buckets_and_quantiles(void **state)
+{
+	struct cn_gpu_tput t;
+
+	(void)state;
+	/* bounds double from 1/16 GB/s, the last is +inf */
+	assert_true(cn_gpu_tput_le[0] == 0.0625);
+	for (unsigned i = 1; i + 1 < CN_GPU_TPUT_BUCKETS; i++)
+		assert_true(cn_gpu_tput_le[i] == 2 * cn_gpu_tput_le[i - 1]);
+	assert_true(isinf(cn_gpu_tput_le[CN_GPU_TPUT_BUCKETS - 1]));
+	/* bytes per ns are GB/s; a bound belongs to its own bucket */
+	assert_int_equal(cn_gpu_tput_bucket(1000000000ull, 1000000000ull), 4);	  /* 1 GB/s */
+	assert_int_equal(cn_gpu_tput_bucket(1000000001ull, 1000000000ull), 5);	  /* just over */
+	assert_int_equal(cn_gpu_tput_bucket(25ull << 30, 1000000000ull), 9);	  /* 26.8 GB/s */
+	assert_int_equal(cn_gpu_tput_bucket(1, 1000000000ull), 0);		  /* 1 B/s */
+	assert_int_equal(cn_gpu_tput_bucket(1u << 20, 0), CN_GPU_TPUT_BUCKETS - 1); /* no time */
+	assert_int_equal(cn_gpu_tput_bucket(300000, 1000), CN_GPU_TPUT_BUCKETS - 1); /* 300 GB/s */
+	/* 10 batches: 7 at <= 16 GB/s, 2 at <= 32, 1 at <= 1 */
+	memset(&t, 0, sizeof(t));
+	assert_true(cn_gpu_tput_quantile(&t, 0.5) == 0);
+	t.bucket[8] = 7;
+	t.bucket[9] = 2;
+	t.bucket[4] = 1;
+	t.count = 10;
+	assert_true(cn_gpu_tput_quantile(&t, 0.0) == 1);
+	assert_true(cn_gpu_tput_quantile(&t, 0.10) == 1);
+	assert_true(cn_gpu_tput_quantile(&t, 0.50) == 16);
+	assert_true(cn_gpu_tput_quantile(&t, 0.80) == 16);
+	assert_true(cn_gpu_tput_quantile(&t, 0.81) == 32);
+	assert_true(cn_gpu_tput_quantile(&t, 1.0) == 32);
+}
+
 static void pack_ref_by_hand(void **state)
 {
 	uint8_t base[16], dst[16];
@@ -237,6 +274,7 @@ int main(void)
 		cmocka_unit_test(bad_cfg_einval),
 		cmocka_unit_test(rdma_mode_recorded),
 		cmocka_unit_test(metric_table),
+		cmocka_unit_test(tput_buckets_and_quantiles),
 		cmocka_unit_test(pack_ref_by_hand),
 		cmocka_unit_test(unpack_ref_by_hand),
 	};

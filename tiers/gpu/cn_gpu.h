@@ -206,6 +206,33 @@ int cn_gpu_batch_submit(struct cn_gpu *g, unsigned core, uint32_t region, enum c
 /** cn_gpu_batch_free - after @done ran: account the batch and free it. */
 void cn_gpu_batch_free(struct cn_gpu *g, struct cn_gpu_batch *b);
 
+/*
+ * Copy throughput, per device and direction: a histogram of the GB/s of
+ * each successful batch (its bytes over the time from submit to its
+ * completion callback, so queueing behind earlier batches on the stream
+ * counts). Bucket i holds batches of at most cn_gpu_tput_le[i] GB/s
+ * (0.0625 .. 256, doubling; the last bound is +inf); sum_mbps is the sum of
+ * the batches' MB/s (for a mean). Counted in cn_gpu_batch_free().
+ */
+#define CN_GPU_TPUT_BUCKETS 14u
+extern const double cn_gpu_tput_le[CN_GPU_TPUT_BUCKETS];
+
+struct cn_gpu_tput {
+	uint64_t bucket[CN_GPU_TPUT_BUCKETS];
+	uint64_t count;
+	uint64_t sum_mbps;
+};
+
+/** cn_gpu_tput_get - a snapshot of device @dev's histogram for @dir: 0, or -ENOENT (no such device). */
+int cn_gpu_tput_get(const struct cn_gpu *g, unsigned dev, enum cn_gpu_dir dir,
+		    struct cn_gpu_tput *out);
+
+/** cn_gpu_tput_bucket - the bucket of @bytes moved in @ns (0 ns: the last bucket). */
+unsigned cn_gpu_tput_bucket(uint64_t bytes, uint64_t ns);
+
+/** cn_gpu_tput_quantile - the bound (GB/s) of the bucket that holds quantile @q (0..1); 0 if empty. */
+double cn_gpu_tput_quantile(const struct cn_gpu_tput *t, double q);
+
 /**
  * cn_gpu_sync - wait until every batch submitted so far has completed (and
  * its @done has returned). For shutdown: after it, no @done call is left

@@ -5,6 +5,7 @@
  * reference to be tested against, with or without CUDA).
  */
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "cn_gpu.h"
@@ -12,6 +13,37 @@
 
 const struct cn_metric_desc cn_gpu_dev_metric_desc[] = {CN_GPU_DEV_METRICS(CN_METRIC_DESC)};
 const unsigned cn_gpu_dev_metric_count = 0 CN_GPU_DEV_METRICS(CN_METRIC_COUNT);
+
+const double cn_gpu_tput_le[CN_GPU_TPUT_BUCKETS] = {
+	0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, INFINITY,
+};
+
+unsigned cn_gpu_tput_bucket(uint64_t bytes, uint64_t ns)
+{
+	double gbps = ns ? (double)bytes / (double)ns : INFINITY; /* bytes per ns = GB/s */
+	unsigned i = 0;
+
+	while (i < CN_GPU_TPUT_BUCKETS - 1 && gbps > cn_gpu_tput_le[i])
+		i++;
+	return i;
+}
+
+double cn_gpu_tput_quantile(const struct cn_gpu_tput *t, double q)
+{
+	uint64_t want, seen = 0;
+
+	if (t->count == 0)
+		return 0;
+	want = (uint64_t)ceil(q * (double)t->count);
+	if (want == 0)
+		want = 1;
+	for (unsigned i = 0; i < CN_GPU_TPUT_BUCKETS; i++) {
+		seen += t->bucket[i];
+		if (seen >= want)
+			return cn_gpu_tput_le[i];
+	}
+	return cn_gpu_tput_le[CN_GPU_TPUT_BUCKETS - 1];
+}
 
 int cn_gpu_cfg_check(const struct cn_gpu_cfg *cfg, int *off)
 {

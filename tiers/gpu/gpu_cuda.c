@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cuda_runtime_api.h>
@@ -33,6 +34,7 @@ _Static_assert(sizeof(cudaIpcMemHandle_t) == CN_GPU_IPC_HANDLE_LEN, "IPC handle 
 /* Per-device counters: added from any thread, so atomics, a cache line each. */
 struct dev_slot {
 	struct cn_gpu_dev_stats st;
+	struct cn_gpu_tput tput[2]; /* by enum cn_gpu_dir; atomic adds */
 } CN_CACHE_ALIGNED;
 
 #define DEV_ADD(g, d, f, v) __atomic_fetch_add(&(g)->dev[d].st.f, (uint64_t)(v), __ATOMIC_RELAXED)
@@ -82,7 +84,16 @@ struct cn_gpu_batch {
 	enum cn_gpu_dir dir;
 	uint32_t n;
 	uint64_t bytes;
+	uint64_t t_submit, t_done; /* CLOCK_MONOTONIC ns: queued, completion callback */
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
 
 static void say(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -332,6 +343,23 @@ void cn_gpu_get_info(const struct cn_gpu *g, struct cn_gpu_info *out)
 const struct cn_gpu_dev_stats *cn_gpu_dev_stats(const struct cn_gpu *g, unsigned dev)
 {
 	return g && dev < g->ndev ? &g->dev[dev].st : NULL;
+}
+
+int cn_gpu_tput_get(const struct cn_gpu *g, unsigned dev, enum cn_gpu_dir dir,
+		    struct cn_gpu_tput *out)
+{
+	const struct cn_gpu_tput *t;
+
+	if (!g || dev >= g->ndev || (dir != CN_GPU_D2H && dir != CN_GPU_H2D) || !out)
+		return -ENOENT;
+	t = &g->dev[dev].tput[dir];
+	for (unsigned i = 0; i < CN_GPU_TPUT_BUCKETS; i++)
+		out->bucket[i] = __atomic_load_n(&t->bucket[i], __ATOMIC_RELAXED);
+	out->sum_mbps = __atomic_load_n(&t->sum_mbps, __ATOMIC_RELAXED);
+	out->count = 0;
+	for (unsigned i = 0; i < CN_GPU_TPUT_BUCKETS; i++)
+		out->count += out->bucket[i]; /* consistent with the buckets read */
+	return 0;
 }
 
 int cn_gpu_host_register(struct cn_gpu *g, void *base, size_t len)
@@ -643,6 +671,7 @@ static void CUDART_CB batch_done(cudaStream_t s, cudaError_t e, void *arg)
 	struct cn_gpu_batch *b = arg;
 
 	b->status = e == cudaSuccess ? 0 : -EIO;
+	b->t_done = now_ns();
 	b->done(b, b->status, b->arg);
 }
 
@@ -691,7 +720,7 @@ int cn_gpu_batch_submit(struct cn_gpu *g, unsigned core, uint32_t region, enum c
 
 	dev = r->dev;
 	*b = (struct cn_gpu_batch){.r = r, .done = done, .arg = arg, .dir = dir, .n = n,
-				   .bytes = bytes};
+				   .bytes = bytes, .t_submit = now_ns()};
 	if (cudaSetDevice(dev) != cudaSuccess || stream_get(g, core, dev, dir, &s))
 		goto fail_none_queued;
 	for (uint32_t i = 0; i < n; i++) {
@@ -742,6 +771,14 @@ void cn_gpu_batch_free(struct cn_gpu *g, struct cn_gpu_batch *b)
 	} else {
 		DEV_ADD(g, dev, h2d_copies, b->n);
 		DEV_ADD(g, dev, h2d_bytes, b->bytes);
+	}
+	if (b->status == 0 && b->bytes > 0) {
+		struct cn_gpu_tput *t = &g->dev[dev].tput[b->dir];
+		uint64_t ns = b->t_done > b->t_submit ? b->t_done - b->t_submit : 0;
+
+		__atomic_fetch_add(&t->bucket[cn_gpu_tput_bucket(b->bytes, ns)], 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&t->sum_mbps, ns ? b->bytes * 1000 / ns : 0, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
 	}
 	region_put_batch(g, b->r);
 	free(b);

@@ -75,6 +75,16 @@ void cn_gpu_get_info(const struct cn_gpu *g, struct cn_gpu_info *out)
 	pthread_mutex_unlock(mu);
 }
 
+int cn_gpu_tput_get(const struct cn_gpu *g, unsigned dev, enum cn_gpu_dir dir,
+		    struct cn_gpu_tput *out)
+{
+	(void)g;
+	(void)dev;
+	(void)dir;
+	(void)out;
+	return -ENOENT;
+}
+
 const struct cn_gpu_dev_stats *cn_gpu_dev_stats(const struct cn_gpu *g, unsigned dev)
 {
 	return NULL;
