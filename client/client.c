@@ -1740,6 +1740,9 @@ int cn_client_gpu_register(struct cn_client *c, void *dev_base, size_t size, uin
 	}
 	cn_put_le32(p, (uint32_t)dev);
 	cn_put_le64(p + 8, (uint64_t)size);
+	/* the device by PCI bus id: the node may number devices otherwise */
+	if (cn_gpu_bus_id(dev, (char *)p + 16 + CN_PROTO_GPU_HANDLE_LEN) < 0)
+		memset(p + 16 + CN_PROTO_GPU_HANDLE_LEN, 0, CN_GPU_BUS_ID_LEN);
 	rc = cn_client_exec(c, &req);
 	if (rc == 0)
 		*region = req.prefix;

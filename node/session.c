@@ -1897,11 +1897,16 @@ static bool gpu_region_mine(const struct sess *s, uint32_t id)
 	return false;
 }
 
-/* GPU_REGISTER: u32 dev, u32 0, u64 size, handle[64] -> u32 region, u32 0. */
+_Static_assert(CN_PROTO_GPU_REG_LEN == 16 + CN_PROTO_GPU_HANDLE_LEN + CN_GPU_BUS_ID_LEN,
+	       "GPU_REGISTER layout");
+_Static_assert(CN_PROTO_GPU_HANDLE_LEN == CN_GPU_IPC_HANDLE_LEN, "IPC handle size");
+
+/* GPU_REGISTER: u32 dev, u32 0, u64 size, handle[64], bus_id[16] -> u32 region, u32 0. */
 static void do_gpu_register(struct sess *s, const uint8_t *p)
 {
 	int dev = (int)cn_get_le32(p);
 	uint64_t size = cn_get_le64(p + 8);
+	char bus[CN_GPU_BUS_ID_LEN];
 	char err[160] = "", what[200];
 	struct tx_ent *e;
 	uint32_t id;
@@ -1917,6 +1922,17 @@ static void do_gpu_register(struct sess *s, const uint8_t *p)
 		}
 		s->gpu_regions = n;
 		s->gpu_cap = cap;
+	}
+	/* the bus id, when given, names the device: the engine may number devices otherwise */
+	memcpy(bus, p + 16 + CN_PROTO_GPU_HANDLE_LEN, sizeof(bus));
+	bus[sizeof(bus) - 1] = '\0';
+	if (bus[0] != '\0') {
+		dev = cn_gpu_dev_by_bus_id(s->ctx->gpu, bus);
+		if (dev < 0) {
+			snprintf(what, sizeof(what), "no device at PCI bus id %s here", bus);
+			req_error(s, s->hdr.payload_len, CN_E_NODEV, what);
+			return;
+		}
 	}
 	r = cn_gpu_region_open(s->ctx->gpu, dev, p + 16, size, &id, err, sizeof(err));
 	if (r < 0) {

@@ -54,7 +54,7 @@ extern "C" {
 #define CN_F_RDMA     0x0004u /* STORE/RETRIEVE request: payloads move by RDMA (verbs only) */
 #define CN_F_GPU      0x0008u /* STORE/RETRIEVE request: payloads are in a GPU region */
 
-#define CN_PROTO_GPU_REG_LEN	80u /* GPU_REGISTER request: u32 dev, u32 0, u64 size, handle[64] */
+#define CN_PROTO_GPU_REG_LEN	96u /* GPU_REGISTER: u32 dev, u32 0, u64 size, handle[64], bus_id[16] */
 #define CN_PROTO_GPU_HANDLE_LEN 64u /* a CUDA IPC memory handle, opaque */
 
 /*
@@ -106,7 +106,9 @@ struct cn_key {
  *          an unknown region or a range outside it is CN_E_INVAL for the
  *          whole request, nothing stored or written
  * GPU_REGISTER req: u32 dev, u32 0, u64 size, handle[64] (cudaIpcMemHandle_t
- *               of an allocation on device dev, size bytes from its base)
+ *               of an allocation on device dev, size bytes from its base),
+ *               char bus_id[16] (the device's PCI bus id, NUL-padded; when
+ *               set it names the device, whatever the node's ordinals)
  *          rep: u32 region (> 0), u32 0; the region belongs to the connection
  *               and is released when it closes (or by GPU_UNREGISTER)
  * GPU_UNREGISTER req: u32 region, u32 0; rep: empty

@@ -112,6 +112,13 @@ static void absent_calls_enodev(void **state)
 	assert_true(strlen(err) > 0);
 	err[0] = '\0';
 	assert_int_equal(cn_gpu_ipc_export(host, handle, &dev, err, sizeof(err)), -ENODEV);
+	{
+		char bus[CN_GPU_BUS_ID_LEN];
+
+		assert_int_equal(cn_gpu_bus_id(0, bus), -ENODEV);
+		assert_int_equal(cn_gpu_dev_by_bus_id(g, "0000:3b:00.0"), -ENODEV);
+		assert_int_equal(cn_gpu_dev_by_bus_id(g, ""), -ENODEV);
+	}
 	assert_true(strlen(err) > 0);
 	assert_int_equal(dev, 5);
 	assert_int_equal(cn_gpu_copy_sync(host, host + 128, 64), -ENODEV);

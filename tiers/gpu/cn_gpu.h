@@ -64,6 +64,7 @@
 #define CN_GPU_IPC_HANDLE_LEN 64u /* sizeof(cudaIpcMemHandle_t) */
 #define CN_GPU_MAX_DEVICES    16u
 #define CN_GPU_REASON_LEN     256u
+#define CN_GPU_BUS_ID_LEN     16u /* "0000:3b:00.0" and its NUL */
 
 struct cn_gpu;
 
@@ -158,6 +159,14 @@ int cn_gpu_host_register(struct cn_gpu *g, void *base, size_t len);
  */
 int cn_gpu_region_open(struct cn_gpu *g, int dev, const uint8_t handle[CN_GPU_IPC_HANDLE_LEN],
 		       uint64_t size, uint32_t *id, char *err, size_t errlen);
+
+/**
+ * cn_gpu_dev_by_bus_id - the node's ordinal of the device at PCI bus id
+ * @bus_id ("0000:3b:00.0", any case), so a client whose CUDA numbers
+ * devices differently (CUDA_VISIBLE_DEVICES) still names the right one.
+ * The ordinal, or -ENODEV (absent, or no such device here).
+ */
+int cn_gpu_dev_by_bus_id(const struct cn_gpu *g, const char *bus_id);
 
 /** cn_gpu_region_close - drop one reference to region @id; 0 or -ENOENT. */
 int cn_gpu_region_close(struct cn_gpu *g, uint32_t id);
@@ -262,6 +271,12 @@ int cn_gpu_ptr_device(const void *p);
  */
 int cn_gpu_ipc_export(void *base, uint8_t handle[CN_GPU_IPC_HANDLE_LEN], int *dev, char *err,
 		      size_t errlen);
+
+/**
+ * cn_gpu_bus_id - the PCI bus id of this process's device @dev
+ * (cudaDeviceGetPCIBusId) into @out. 0, or -ENODEV.
+ */
+int cn_gpu_bus_id(int dev, char out[CN_GPU_BUS_ID_LEN]);
 
 /**
  * cn_gpu_copy_sync - copy @len bytes between any two of host and device

@@ -6,7 +6,9 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cn_gpu.h"
 #include "gpu_internal.h"
@@ -71,4 +73,24 @@ void cn_gpu_unpack_ref(void *base, const void *src, const uint32_t *ids, uint32_
 	for (uint32_t i = 0; i < n; i++)
 		memcpy((char *)base + (size_t)ids[i] * block, (const char *)src + (size_t)i * block,
 		       block);
+}
+
+int cn_gpu_dev_by_bus_id(const struct cn_gpu *g, const char *bus_id)
+{
+	struct cn_gpu_info *in;
+	int dev = -ENODEV;
+
+	if (g == NULL || bus_id == NULL || bus_id[0] == '\0')
+		return -ENODEV;
+	in = malloc(sizeof(*in));
+	if (in == NULL)
+		return -ENODEV;
+	cn_gpu_get_info(g, in);
+	for (unsigned i = 0; in->present && i < in->ndev && i < CN_GPU_MAX_DEVICES; i++)
+		if (strcasecmp(in->dev[i].pci_bus_id, bus_id) == 0) {
+			dev = in->dev[i].ordinal;
+			break;
+		}
+	free(in);
+	return dev;
 }

@@ -811,6 +811,19 @@ int cn_gpu_ptr_device(const void *p)
 	return a.type == cudaMemoryTypeDevice ? a.device : -1;
 }
 
+int cn_gpu_bus_id(int dev, char out[CN_GPU_BUS_ID_LEN])
+{
+	int n;
+
+	if (runtime_ndev(&n, NULL, 0) || dev < 0 || dev >= n)
+		return -ENODEV;
+	if (cudaDeviceGetPCIBusId(out, CN_GPU_BUS_ID_LEN, dev) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return -ENODEV;
+	}
+	return 0;
+}
+
 int cn_gpu_ipc_export(void *base, uint8_t handle[CN_GPU_IPC_HANDLE_LEN], int *dev, char *err,
 		      size_t errlen)
 {

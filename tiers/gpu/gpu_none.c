@@ -143,6 +143,13 @@ int cn_gpu_ptr_device(const void *p)
 	return -1;
 }
 
+int cn_gpu_bus_id(int dev, char out[CN_GPU_BUS_ID_LEN])
+{
+	(void)dev;
+	(void)out;
+	return -ENODEV;
+}
+
 int cn_gpu_ipc_export(void *base, uint8_t handle[CN_GPU_IPC_HANDLE_LEN], int *dev, char *err,
 		      size_t errlen)
 {
