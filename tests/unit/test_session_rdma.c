@@ -1677,12 +1677,13 @@ struct l2fix {
 };
 
 static struct l2fix *l2_new(struct fix *f, const char *peer_id, const char *peer_addr,
-			    uint64_t max_chunk)
+			    uint64_t max_chunk, uint32_t fetch_cap)
 {
 	struct l2fix *l = calloc(1, sizeof(*l));
 	char spec[256], err[200];
 	struct cn_l2_cfg cfg = {.self_id = "rdma-node", .source = &cn_l2_static_source,
 				.timeout_ms = 2000, .threads = 2, .max_chunk = max_chunk,
+				.fetch_cap = fetch_cap,
 				/* no write-through: the only jobs are the fetches under test */
 				.write = CN_L2_WRITE_NONE};
 
@@ -1761,7 +1762,7 @@ static void rdma_retrieve_l2_fetch(void **state)
 	static const uint32_t len[N] = {1, 1000, 64u << 10, 3000, 17};
 	struct fix *f = fix_new(16u << 20, 64u << 10);
 	struct peer *p = peer_new("peer1", 64u << 10);
-	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10, 0);
 	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
 	struct cn_key pk[N + 2], sk;
 	uint8_t *data[N], local[700];
@@ -1879,6 +1880,67 @@ static void rdma_retrieve_l2_fetch(void **state)
 }
 
 /*
+ * A fetch's first RETRIEVE gives each key fetch_cap bytes (over RDMA peers,
+ * 1 MiB rather than max_chunk: its buffers are registered). Chunks that do
+ * not fit come back CN_E_TOOBIG with their size and are fetched again, in
+ * one second request, at that size: every chunk arrives byte-exact, in two
+ * requests to the peer.
+ */
+static void rdma_retrieve_l2_refetch_big(void **state)
+{
+	enum { N = 4 };
+	static const uint32_t len[N] = {4096, 4097, 60000, 100};
+	struct fix *f = fix_new(16u << 20, 64u << 10);
+	struct peer *p = peer_new("peer1", 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10, 4096);
+	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
+	struct cn_key pk[N];
+	uint8_t *data[N];
+	struct region *dst[N];
+	struct desc d[N];
+	struct bytes b = {0};
+	struct cn_proto_hdr h;
+	struct cn_l2_peer_stats ps;
+	const uint8_t *rp;
+	unsigned next = 9000;
+
+	(void)state;
+	owned_keys(l, true, &next, pk, N);
+	for (unsigned i = 0; i < N; i++) {
+		data[i] = malloc(len[i]);
+		assert_non_null(data[i]);
+		pattern(data[i], len[i], 70 + i);
+		peer_put(p, &pk[i], data[i], len[i]);
+		dst[i] = remote(f, 64u << 10);
+		d[i] = (struct desc){pk[i], 64u << 10, dst[i]->rkey, dst[i]->base};
+	}
+	put_rdma_req(&b, CN_OP_RETRIEVE, 40, d, N);
+	feed_all(c, &b);
+	finish_job(l, 1);
+	assert_int_equal(run_rdma(c, false, 8, 100), N);
+	rp = expect_reply(c, CN_OP_RETRIEVE, 40, CN_OK, &h);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal((int32_t)cn_get_le32(rp + 8 + 8 * i), CN_OK);
+		assert_int_equal(cn_get_le32(rp + 12 + 8 * i), len[i]);
+		assert_memory_equal(dst[i]->base, data[i], len[i]);
+	}
+	l2_peer_stats(l, &ps);
+	assert_int_equal(ps.fetch_reqs, 2);	/* all four, then the two over 4096 */
+	assert_int_equal(ps.fetch_keys, N);
+	assert_int_equal(ps.fetch_hits, N);
+	assert_int_equal(ps.fetch_bytes, 4096 + 4097 + 60000 + 100);
+	assert_int_equal(ps.errors + ps.timeouts, 0);
+	assert_int_equal(f->sstats[0].retrieve_l2_hits, N);
+	conn_close(&c, 0);
+	l2_free(f, l);
+	peer_free(p);
+	for (unsigned i = 0; i < N; i++)
+		free(data[i]);
+	free(b.p);
+	fix_free(f);
+}
+
+/*
  * Order around a RETRIEVE-RDMA waiting for L2: a STORE-RDMA in flight before
  * it goes on and is answered first; a STORE-RDMA of the same key behind it
  * is not even parsed until the fetch is back, and then waits for the
@@ -1890,7 +1952,7 @@ static void rdma_retrieve_l2_keeps_order(void **state)
 {
 	struct fix *f = fix_new(16u << 20, 64u << 10);
 	struct peer *p = peer_new("peer1", 64u << 10);
-	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10, 0);
 	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
 	struct cn_key pk[3];
 	struct desc sa, rx, sx, ry[2];
@@ -2009,7 +2071,7 @@ static void rdma_retrieve_l2_peer_down(void **state)
 	unsigned next = 4000;
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", cn_test_dead_port());
-	l = l2_new(f, "gone", addr, 64u << 10);
+	l = l2_new(f, "gone", addr, 64u << 10, 0);
 	c = conn_open_wake(f, CN_SESS_RDMA, &l->wake);
 	owned_keys(l, true, &next, k, 4);
 	pattern(local, sizeof(local), 5);
@@ -2064,7 +2126,7 @@ static void rdma_retrieve_l2_close_while_fetching(void **state)
 {
 	struct fix *f = fix_new(16u << 20, 64u << 10);
 	struct peer *p = peer_new("peer1", 64u << 10);
-	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10);
+	struct l2fix *l = l2_new(f, "peer1", cn_tcp_ops.server_addr(p->srv), 64u << 10, 0);
 	struct conn *c = conn_open_wake(f, CN_SESS_RDMA, &l->wake), *other;
 	struct cn_key k[2];
 	struct region *r = remote(f, 2 * 5000);
@@ -2138,6 +2200,7 @@ int main(void)
 		cmocka_unit_test(rdma_pipeline_byte_bound),
 		cmocka_unit_test(rdma_close_with_requests_in_flight),
 		cmocka_unit_test(rdma_retrieve_l2_fetch),
+		cmocka_unit_test(rdma_retrieve_l2_refetch_big),
 		cmocka_unit_test(rdma_retrieve_l2_keeps_order),
 		cmocka_unit_test(rdma_retrieve_l2_peer_down),
 		cmocka_unit_test(rdma_retrieve_l2_close_while_fetching),

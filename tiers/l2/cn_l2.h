@@ -140,7 +140,17 @@ struct cn_l2_cfg {
 	unsigned queue_max;	/* jobs waiting; 0 = 1024 */
 	enum cn_l2_write write;
 	uint64_t max_chunk;	/* largest chunk a fetch accepts */
+	/*
+	 * Room per key of a fetch's first RETRIEVE; a larger chunk comes back
+	 * CN_E_TOOBIG with its length and is fetched again at its size (a second
+	 * request for all such keys). 0 = max_chunk over tcp (the pages of an
+	 * unwritten malloc cost nothing) and CN_L2_RDMA_FETCH_CAP over RDMA
+	 * transports, where every receive buffer is registered, hence pinned.
+	 */
+	uint32_t fetch_cap;
 };
+
+#define CN_L2_RDMA_FETCH_CAP (1u << 20)
 
 struct cn_l2;
 

@@ -404,6 +404,67 @@ static void peer_broken(struct l2_thread *t, unsigned i, int err, const char *wh
 	peer_fail(&t->l2->peers[i], err, what);
 }
 
+/* Room per key of a fetch's first RETRIEVE over client @c (see cn_l2_cfg.fetch_cap). */
+static uint32_t fetch_cap(const struct cn_l2 *l2, struct cn_client *c)
+{
+	uint32_t cap = l2->cfg.fetch_cap;
+
+	if (cap == 0)
+		cap = strcmp(cn_client_transport(c), "tcp") == 0 ? (uint32_t)l2->cfg.max_chunk
+								 : CN_L2_RDMA_FETCH_CAP;
+	return cap < l2->cfg.max_chunk ? cap : (uint32_t)l2->cfg.max_chunk;
+}
+
+/*
+ * The keys of fetch @req (answered) whose chunks did not fit the first cap
+ * (CN_E_TOOBIG with their length, within max_chunk): fetch them again in one
+ * RETRIEVE with buffers of their size, in place in @req's bufs and status.
+ * 0 (also when a key is gone meanwhile: a miss), or a connection error.
+ */
+static int refetch_big(struct l2_thread *t, struct l2_peer *p, struct cn_client *c,
+		       struct cn_req *req)
+{
+	uint32_t n = 0, *at = malloc(req->nkeys * sizeof(*at));
+	struct cn_key *keys = malloc(req->nkeys * sizeof(*keys));
+	struct cn_buf *bufs = calloc(req->nkeys, sizeof(*bufs));
+	int32_t *status = calloc(req->nkeys, sizeof(*status));
+	struct cn_req again = {.op = CN_OP_RETRIEVE, .keys = keys, .bufs = bufs, .status = status};
+	struct cn_req *done;
+	int r = 0;
+
+	for (uint32_t j = 0; j < req->nkeys && at && keys && bufs && status; j++) {
+		struct cn_buf *b = &req->bufs[j];
+		void *grown;
+
+		if (req->status[j] != CN_E_TOOBIG || b->len <= b->cap ||
+		    b->len > t->l2->cfg.max_chunk)
+			continue;
+		grown = realloc(b->data, b->len);
+		if (grown == NULL)
+			continue; /* stays a miss */
+		b->data = grown;
+		keys[n] = req->keys[j];
+		bufs[n] = (struct cn_buf){.data = grown, .cap = b->len};
+		at[n++] = j;
+	}
+	if (n > 0) {
+		ATOMIC_ADD(&p->st.fetch_reqs, 1);
+		again.nkeys = n;
+		r = cn_client_submit(c, &again);
+		if (r == 0)
+			r = cn_client_wait(c, &done);
+		for (uint32_t i = 0; r == 0 && i < n; i++) {
+			req->status[at[i]] = status[i];
+			req->bufs[at[i]].len = bufs[i].len;
+		}
+	}
+	free(at);
+	free(keys);
+	free(bufs);
+	free(status);
+	return r;
+}
+
 /* One RETRIEVE / LOOKUP / STORE of @job's items owned by peer @pi (@idx: their indexes). */
 static void run_group(struct l2_thread *t, struct cn_l2_job *job, unsigned pi, const uint32_t *idx,
 		      uint32_t k)
@@ -437,7 +498,7 @@ static void run_group(struct l2_thread *t, struct cn_l2_job *job, unsigned pi, c
 	case CN_L2_FETCH:
 		req.op = CN_OP_RETRIEVE;
 		for (uint32_t j = 0; j < k; j++) {
-			bufs[j].cap = (uint32_t)l2->cfg.max_chunk;
+			bufs[j].cap = fetch_cap(l2, c);
 			/* untouched pages of a large malloc cost nothing until written */
 			bufs[j].data = malloc(bufs[j].cap);
 			if (bufs[j].data == NULL)
@@ -472,6 +533,10 @@ static void run_group(struct l2_thread *t, struct cn_l2_job *job, unsigned pi, c
 		peer_broken(t, pi, r, job->op == CN_L2_FETCH	  ? "retrieve"
 				      : job->op == CN_L2_LOOKUP ? "lookup"
 								 : "store");
+		goto out;
+	}
+	if (job->op == CN_L2_FETCH && (r = refetch_big(t, p, c, &req)) < 0) {
+		peer_broken(t, pi, r, "retrieve");
 		goto out;
 	}
 	peer_ok(p);
