@@ -781,12 +781,12 @@ static void rreq_finish(struct sess *s, struct rreq *r)
 
 /*
  * Take the slab of one STORE (reserve) or RETRIEVE (pin) item of an RDMA or
- * GPU request and note its status; a RETRIEVE's reply entry at @d gets
- * {status, len} now (a hit over the cap is CN_E_TOOBIG with its length, and
- * unpinned). A STORE's status goes into its reply when it finishes. Returns
- * 0 when the item holds a slab.
+ * GPU request and note its status (reserved / pinned say whether it holds
+ * a slab); a RETRIEVE's reply entry at @d gets {status, len} now (a hit over
+ * the cap is CN_E_TOOBIG with its length, and unpinned). A STORE's status
+ * goes into its reply when it finishes.
  */
-static int item_claim(struct sess *s, struct store_item *it, bool store, uint8_t *d)
+static void item_claim(struct sess *s, struct store_item *it, bool store, uint8_t *d)
 {
 	int rc;
 
@@ -794,7 +794,7 @@ static int item_claim(struct sess *s, struct store_item *it, bool store, uint8_t
 		rc = cn_engine_store_begin(s->ctx->engine, s->core, &it->key, it->len, &it->ref);
 		it->reserved = rc == 0;
 		it->status = cn_status_from_errno(rc);
-		return rc;
+		return;
 	}
 	rc = cn_engine_retrieve_pin(s->ctx->engine, s->core, &it->key, &it->ref);
 	cn_put_le32(d + 4, rc == 0 ? it->ref.len : 0);
@@ -805,7 +805,6 @@ static int item_claim(struct sess *s, struct store_item *it, bool store, uint8_t
 	it->pinned = rc == 0;
 	it->status = cn_status_from_errno(rc);
 	cn_put_le32(d, (uint32_t)it->status);
-	return rc;
 }
 
 /*
@@ -1857,16 +1856,14 @@ static int sess_async_done(struct cn_async *a)
  */
 
 struct gpu_req {
-	struct sess *s;	       /* NULL once orphaned */
+	struct sess *s;	       /* NULL once orphaned: free everything when pending hits 0 */
 	struct rreq *r;	       /* the items: rkey = region, addr = offset */
 	struct cn_session_ctx *ctx;
 	unsigned core;
 	uint32_t pending;      /* batches not back yet */
-	bool orphaned;	       /* the session closed: free everything when pending hits 0 */
 	uint32_t *regions;     /* orphaned: the session's regions, closed at the end */
 	uint32_t nregions;
 	uint64_t sid;	       /* telemetry span */
-	uint64_t bytes;
 };
 
 struct gpu_job {
@@ -2061,7 +2058,6 @@ static int gpu_async_done(struct cn_async *a)
 	struct gpu_job *j = (struct gpu_job *)a;
 	struct gpu_req *g = j->g;
 	struct sess *s = g->s;
-	int r;
 
 	cn_gpu_batch_free(g->ctx->gpu, j->batch);
 	if (j->status < 0) {
@@ -2076,8 +2072,8 @@ static int gpu_async_done(struct cn_async *a)
 	}
 	free(j);
 	if (--g->pending > 0)
-		return g->orphaned ? 0 : 1;
-	if (g->orphaned) {
+		return s != NULL;
+	if (s == NULL) {
 		cn_engine_span_end(g->ctx->engine, g->core, CN_TEL_OP_gpu_copy, g->sid, 0, 0,
 				   -ECONNABORTED);
 		gpu_req_free(g);
@@ -2085,8 +2081,7 @@ static int gpu_async_done(struct cn_async *a)
 	}
 	gpu_finish(s, g);
 	sess_process(s); /* frames staged behind the request */
-	r = s->state == RX_DEAD ? -EPROTO : 1;
-	return r;
+	return s->state == RX_DEAD ? -EPROTO : 1;
 }
 
 /*
@@ -2099,7 +2094,6 @@ static void gpu_close(struct sess *s)
 	struct gpu_req *g = s->gpu_req;
 
 	if (g != NULL) {
-		g->orphaned = true;
 		g->s = NULL;
 		g->regions = s->gpu_regions;
 		g->nregions = s->gpu_nregions;
@@ -2184,12 +2178,8 @@ static void gpu_begin(struct sess *s, const uint8_t *p, uint32_t n)
 		CN_STAT_ADD(s->st, retrieve_keys, n);
 		CN_STAT_INC(s->st, gpu_retrieve_reqs);
 	}
-	for (uint32_t i = 0; i < n; i++) {
-		struct store_item *it = &r->it[i];
-
-		if (item_claim(s, it, store, e->meta + CN_PROTO_BATCH_HDR + per * i) == 0)
-			g->bytes += store ? it->len : it->ref.len;
-	}
+	for (uint32_t i = 0; i < n; i++)
+		item_claim(s, &r->it[i], store, e->meta + CN_PROTO_BATCH_HDR + per * i);
 	e->held = true;
 	tx_push(s, e, s->hdr.opcode, 0, CN_OK, CN_PROTO_BATCH_HDR + per * n);
 	s->state = RX_HDR;

@@ -34,7 +34,7 @@ _Static_assert(sizeof(cudaIpcMemHandle_t) == CN_GPU_IPC_HANDLE_LEN, "IPC handle 
 /* Per-device counters: added from any thread, so atomics, a cache line each. */
 struct dev_slot {
 	struct cn_gpu_dev_stats st;
-	struct cn_gpu_tput tput[2]; /* by enum cn_gpu_dir; atomic adds */
+	struct cn_gpu_tput tput[2]; /* by enum cn_gpu_dir; atomic adds; count derived on read */
 } CN_CACHE_ALIGNED;
 
 #define DEV_ADD(g, d, f, v) __atomic_fetch_add(&(g)->dev[d].st.f, (uint64_t)(v), __ATOMIC_RELAXED)
@@ -778,7 +778,6 @@ void cn_gpu_batch_free(struct cn_gpu *g, struct cn_gpu_batch *b)
 
 		__atomic_fetch_add(&t->bucket[cn_gpu_tput_bucket(b->bytes, ns)], 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&t->sum_mbps, ns ? b->bytes * 1000 / ns : 0, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
 	}
 	region_put_batch(g, b->r);
 	free(b);
