@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 
 #include <jansson.h>
 
@@ -243,6 +244,57 @@ int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms)
 	waitpid(d->pid, &st, 0);
 	d->pid = 0;
 	dump_log(d);
+	return -ETIMEDOUT;
+}
+
+/* 1: every thread of @pid is stopped, 0: one still runs, -errno: unreadable. */
+static int all_threads_stopped(pid_t pid)
+{
+	char path[320], stat[512];
+	struct dirent *e;
+	int rc = 1;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	if (dir == NULL)
+		return -errno;
+	while (rc == 1 && (e = readdir(dir)) != NULL) {
+		const char *close_paren;
+		ssize_t n;
+		int fd;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* the thread exited */
+		n = read(fd, stat, sizeof(stat) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		stat[n] = '\0';
+		/* "TID (comm) S ...": comm may hold spaces and parentheses */
+		close_paren = strrchr(stat, ')');
+		if (close_paren == NULL || close_paren[1] != ' ' || close_paren[2] != 'T')
+			rc = 0;
+	}
+	closedir(dir);
+	return rc;
+}
+
+int cn_pid_stop(pid_t pid, int timeout_ms)
+{
+	if (kill(pid, SIGSTOP) != 0)
+		return -errno;
+	for (int waited = 0; waited <= timeout_ms; waited++) {
+		int rc = all_threads_stopped(pid);
+
+		if (rc != 0)
+			return rc < 0 ? rc : 0;
+		usleep(1000);
+	}
 	return -ETIMEDOUT;
 }
 

@@ -33,6 +33,15 @@ int cn_daemon_start(struct cn_daemon *d, const char *const *args);
  */
 int cn_daemon_stop(struct cn_daemon *d, int sig, int timeout_ms);
 
+/*
+ * cn_pid_stop - SIGSTOP @pid and wait up to @timeout_ms until every one of
+ * its threads is stopped (state 'T' in /proc/PID/task/TID/stat). kill()
+ * returns as soon as the signal is queued: it wakes one thread, which then
+ * stops the others, so until then another thread can still answer a
+ * request. Returns 0, -ETIMEDOUT or -errno.
+ */
+int cn_pid_stop(pid_t pid, int timeout_ms);
+
 /* cn_daemon_log_contains - true if the daemon's log has @text. */
 bool cn_daemon_log_contains(const struct cn_daemon *d, const char *text);
 

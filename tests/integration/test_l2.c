@@ -497,7 +497,7 @@ static void stopped_peer_times_out_then_recovers(void **state)
 	fill(buf, &k);
 	assert_int_equal(cn_client_store(ca, &k, buf, LEN), 0);
 	cn_client_close(&ca);
-	assert_int_equal(kill(F.d[A].pid, SIGSTOP), 0);
+	assert_int_equal(cn_pid_stop(F.d[A].pid, 5000), 0);
 
 	t0 = now_ms();
 	assert_int_equal(cn_client_retrieve(cc, &k, got, LEN, &len), -ENOENT);

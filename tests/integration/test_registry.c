@@ -974,7 +974,7 @@ static void outage_under_load(bool restart)
 			if (restart)
 				cn_redis_stop(&r, true);
 			else
-				kill(r.pid, SIGSTOP);
+				assert_int_equal(cn_pid_stop(r.pid, 5000), 0);
 			cpu0 = thread_cpu_s(d.pid, "cn-registry");
 		}
 		if (w == 20) {
@@ -1256,7 +1256,7 @@ static void redis_late_and_hung_shutdown(void **state)
 	}
 	assert_true(rc);
 
-	kill(r.pid, SIGSTOP);
+	assert_int_equal(cn_pid_stop(r.pid, 5000), 0);
 	t = mono_s();
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 5000), 0);
 	t = mono_s() - t;
