@@ -115,6 +115,23 @@ static uint64_t st(int node, const char *fmt, ...)
 	return v;
 }
 
+/* The number at the printf-style @fmt path of a status tree; fails the test if there is none. */
+static uint64_t jnum(json_t *root, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static uint64_t jnum(json_t *root, const char *fmt, ...)
+{
+	char path[256];
+	json_t *v;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(path, sizeof(path), fmt, ap);
+	va_end(ap);
+	v = cn_json_at(root, path);
+	if (!json_is_integer(v))
+		fail_msg("no number at %s in the status tree", path);
+	return (uint64_t)json_integer_value(v);
+}
+
 /* Index of node @other in @node's peer table: the --peer list without @node itself. */
 static int pidx(int node, int other)
 {
@@ -441,6 +458,17 @@ static void kill_b(void **state)
 	dt = now_ms() - t0;
 	printf("retrieve of a dead peer's key through A: miss in %.1f ms\n", dt);
 	assert_true(dt < TIMEOUT_MS);
+
+	/*
+	 * While B is down its keys are skipped: no connection attempt, counted.
+	 * Right away: the first back-off is 1 s, after which a key is a probe.
+	 */
+	skip0 = peer(A, B, "down_skips");
+	conn0 = peer(A, B, "connects");
+	assert_int_equal(cn_client_retrieve(ca, &kb[1], got, LEN, &len), -ENOENT);
+	assert_int_equal(peer(A, B, "down_skips") - skip0, 1);
+	assert_int_equal(peer(A, B, "connects"), conn0);
+
 	t0 = now_ms();
 	assert_int_equal(cn_client_retrieve(cc, &kb[1], got, LEN, &len), -ENOENT);
 	dt = now_ms() - t0;
@@ -453,13 +481,6 @@ static void kill_b(void **state)
 	assert_true(peer(A, B, "marked_down") >= 1);
 	assert_true(peer(C, B, "marked_down") >= 1);
 	assert_true(peer(A, B, "errors") + peer(A, B, "timeouts") >= 1);
-
-	/* while B is down its keys are skipped: no connection attempt, counted */
-	skip0 = peer(A, B, "down_skips");
-	conn0 = peer(A, B, "connects");
-	assert_int_equal(cn_client_retrieve(ca, &kb[1], got, LEN, &len), -ENOENT);
-	assert_int_equal(peer(A, B, "down_skips") - skip0, 1);
-	assert_int_equal(peer(A, B, "connects"), conn0);
 
 	/* A's key, stored through B before it died, is served through C from A */
 	memset(got, 0, LEN);
@@ -490,9 +511,12 @@ static void stopped_peer_times_out_then_recovers(void **state)
 	struct cn_key k = key_of(A);
 	uint8_t *buf = malloc(LEN), *got = malloc(LEN);
 	struct cn_client *ca = conn(A), *cc = conn(C);
-	uint64_t to0 = peer(C, A, "timeouts"), healthy = 1;
+	uint64_t to0 = peer(C, A, "timeouts"), md0 = peer(C, B, "marked_down");
+	struct cn_key kb = key_of(B);
 	uint32_t len = 0;
 	double t0, dt;
+	char *json = NULL;
+	json_t *root;
 
 	fill(buf, &k);
 	assert_int_equal(cn_client_store(ca, &k, buf, LEN), 0);
@@ -506,31 +530,24 @@ static void stopped_peer_times_out_then_recovers(void **state)
 	       TIMEOUT_MS);
 	assert_true(dt >= TIMEOUT_MS * 0.9);
 	assert_true(dt < TIMEOUT_MS + 1000);
-	assert_int_equal(peer(C, A, "timeouts") - to0, 1);
-	/* B's first back-off (1 s) is over by now: the next B key is the probe, refused again */
-	{
-		struct cn_key kb = key_of(B);
-		uint64_t f0 = peer(C, B, "marked_down");
-
-		assert_int_equal(cn_client_retrieve(cc, &kb, got, LEN, &len), -ENOENT);
-		assert_int_equal(peer(C, B, "marked_down") - f0, 1);
-	}
-	assert_int_equal(st(C, "components.l2.peers_down"), 2);
-	{
-		char *json = NULL;
-		json_t *root;
-
-		assert_int_equal(cn_client_status(cc, &json), 0);
-		root = json_loads(json, 0, NULL);
-		assert_non_null(root);
-		healthy = json_is_true(json_object_get(
-			json_object_get(json_object_get(root, "components"), "l2"), "is_healthy"));
-		assert_non_null(strstr(json_string_value(json_object_get(root, "reason")),
-				       "l2: all 2 peers are down"));
-		json_decref(root);
-		free(json);
-	}
-	assert_false(healthy);
+	/*
+	 * B's first back-off (1 s) is over by now: the next B key is the probe,
+	 * refused again. Then one status snapshot, while C's 1 s back-off for A
+	 * still runs: every peer of C down, l2 and so the node unhealthy.
+	 */
+	assert_int_equal(cn_client_retrieve(cc, &kb, got, LEN, &len), -ENOENT);
+	assert_int_equal(cn_client_status(cc, &json), 0);
+	root = json_loads(json, 0, NULL);
+	assert_non_null(root);
+	assert_int_equal(jnum(root, "components.l2.peers.%d.counters.timeouts", pidx(C, A)) - to0, 1);
+	assert_int_equal(jnum(root, "components.l2.peers.%d.counters.marked_down", pidx(C, B)) - md0,
+			 1);
+	assert_int_equal(jnum(root, "components.l2.peers_down"), 2);
+	assert_false(json_is_true(cn_json_at(root, "components.l2.is_healthy")));
+	assert_non_null(strstr(json_string_value(json_object_get(root, "reason")),
+			       "l2: all 2 peers are down"));
+	json_decref(root);
+	free(json);
 	assert_int_equal(cn_client_ping(cc), 0);
 
 	assert_int_equal(kill(F.d[A].pid, SIGCONT), 0);
@@ -538,7 +555,9 @@ static void stopped_peer_times_out_then_recovers(void **state)
 	memset(got, 0, LEN);
 	assert_int_equal(cn_client_retrieve(cc, &k, got, LEN, &len), 0);
 	assert_memory_equal(got, buf, LEN);
-	assert_int_equal(st(C, "components.l2.peers_down"), 1); /* B only */
+	/* C's view of A is whole again (B's, down for 2 s now, may be over by this time) */
+	assert_int_equal(st(C, "components.l2.peers.%d.fails", pidx(C, A)), 0);
+	assert_int_equal(st(C, "components.l2.peers.%d.down_ms_left", pidx(C, A)), 0);
 	cn_client_close(&cc);
 	free(buf);
 	free(got);
