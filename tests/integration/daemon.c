@@ -346,6 +346,22 @@ int cn_status_u64(const char *addr, const char *path, uint64_t *v)
 	return r;
 }
 
+int cn_status_wait_u64(const char *addr, const char *path, uint64_t want, int timeout_ms,
+		       uint64_t *last)
+{
+	for (int waited = 0;; waited += 10) {
+		int r = cn_status_u64(addr, path, last);
+
+		if (r == -ENOENT || r == -EBADMSG) /* no such number: waiting will not help */
+			return r;
+		if (r == 0 && *last == want)
+			return 0;
+		if (waited >= timeout_ms)
+			return r < 0 ? r : -ETIMEDOUT; /* else a connection error, tried again */
+		usleep(10 * 1000);
+	}
+}
+
 int cn_run(const char *cmd, char *out, size_t cap)
 {
 	FILE *p = popen(cmd, "r");

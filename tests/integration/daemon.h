@@ -91,6 +91,17 @@ json_t *cn_json_at(json_t *node, const char *path);
  * Returns 0 and *v, or -errno. */
 int cn_status_u64(const char *addr, const char *path, uint64_t *v);
 
+/*
+ * cn_status_wait_u64 - poll cn_status_u64 every 10 ms until the number is
+ * @want, for up to @timeout_ms: what the node does on its own time (a close
+ * seen, a timeout cut, a reply to Redis) is counted a little after the test
+ * could observe its effect. Connection errors are tried again. 0,
+ * -ETIMEDOUT (the last value in *@last), -ENOENT (no number at @path) or the
+ * last connection error.
+ */
+int cn_status_wait_u64(const char *addr, const char *path, uint64_t want, int timeout_ms,
+		       uint64_t *last);
+
 /* cn_run - run a shell command, capture up to @cap-1 bytes of stdout in @out. Exit status. */
 int cn_run(const char *cmd, char *out, size_t cap);
 

@@ -82,6 +82,17 @@ static uint64_t stat_of(const char *path)
 	return v;
 }
 
+/* Wait up to 5 s for the number at @path to be @want (counted when the worker sees the close). */
+static void wait_stat(const char *path, uint64_t want)
+{
+	uint64_t v = 0;
+	int r = cn_status_wait_u64(d.addr, path, want, 5000, &v);
+
+	if (r != 0)
+		fail_msg("%s: %llu after 5 s, want %llu (%s)", path, (unsigned long long)v,
+			 (unsigned long long)want, strerror(-r));
+}
+
 static void store_meta(uint8_t *p, uint32_t n, const struct cn_key *keys, const uint32_t *lens)
 {
 	cn_put_le32(p, n);
@@ -195,10 +206,8 @@ static void truncated_frame_then_disconnect(void **state)
 	send_hdr(fd, CN_OP_STORE, 15, 48 + len);
 	send_all(fd, meta, sizeof(meta));
 	send_all(fd, data, len / 2); /* half the chunk, then gone */
-	usleep(100 * 1000);
 	close(fd);
-	usleep(300 * 1000);
-	assert_int_equal(stat_of("components.engine.requests.store_discarded"), disc0 + 1);
+	wait_stat("components.engine.requests.store_discarded", disc0 + 1);
 	assert_int_equal(stat_of("components.engine.components.l1.chunks"), chunks0);
 	assert_int_equal(stat_of("components.engine.components.l1.reserved"), 0);
 	assert_false(key_visible("truncated-chunk"));
@@ -324,11 +333,9 @@ static void client_vanishes_mid_payload_batch(void **state)
 	send_hdr(fd, CN_OP_STORE, 23, sizeof(meta) + 210000);
 	send_all(fd, meta, sizeof(meta));
 	send_all(fd, data, 100000); /* chunk 0 whole, chunk 1 partly, chunk 2 not at all */
-	usleep(100 * 1000);
 	close(fd);
-	usleep(300 * 1000);
 	/* the batch never completed: none of its chunks may be visible */
-	assert_int_equal(stat_of("components.engine.requests.store_discarded"), disc0 + 3);
+	wait_stat("components.engine.requests.store_discarded", disc0 + 3);
 	assert_false(key_visible("mid-0"));
 	assert_false(key_visible("mid-1"));
 	assert_false(key_visible("mid-2"));
@@ -370,9 +377,8 @@ static void refused_batch_then_disconnect(void **state)
 		send_all(fd, meta, 50);
 		close(fd);
 	}
-	usleep(200 * 1000);
+	wait_stat("components.engine.components.l1.reserved", 0); /* every close seen */
 	assert_false(key_visible("ref-1"));
-	assert_int_equal(stat_of("components.engine.components.l1.reserved"), 0);
 	assert_node_serving();
 }
 

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -635,6 +636,14 @@ static int raw_connect_to(const char *addr)
 	return fd;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /*
  * A client that starts a STORE and stops sending holds reserved slots: the
  * request timeout cuts it and gives the space back, so it cannot starve
@@ -650,6 +659,7 @@ static void stalled_store_is_cut_by_the_request_timeout(void **state)
 	struct cn_proto_hdr h;
 	struct cn_client *c = NULL;
 	uint64_t reserved = 0, timeouts = 0;
+	double t0;
 	uint8_t small[4096] = {0};
 	struct cn_key k = cn_test_key("after-stall-%u", 0);
 	int fd;
@@ -667,17 +677,22 @@ static void stalled_store_is_cut_by_the_request_timeout(void **state)
 		cn_put_le32(frame + 40 + 40 * i + 36, 0);
 	}
 	assert_int_equal(send(fd, frame, sizeof(frame), 0), (ssize_t)sizeof(frame));
-	usleep(300 * 1000);
-	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.reserved",
-				       &reserved), 0);
-	assert_int_equal(reserved, N); /* the whole pool, held by a silent client */
-	sleep(3);
-	assert_int_equal(cn_status_u64(d.addr, "components.engine.components.l1.reserved",
-				       &reserved), 0);
-	assert_int_equal(reserved, 0);
-	assert_int_equal(cn_status_u64(d.addr, "components.transport.counters.conn_timeouts",
-				       &timeouts), 0);
-	assert_int_equal(timeouts, 1);
+	/* the whole pool, held by a silent client */
+	assert_int_equal(cn_status_wait_u64(d.addr, "components.engine.components.l1.reserved", N,
+					    5000, &reserved),
+			 0);
+	t0 = now_s();
+	/* cut at the first housekeeping tick (1 s) after 1.5 s of silence */
+	assert_int_equal(cn_status_wait_u64(d.addr, "components.transport.counters.conn_timeouts", 1,
+					    8000, &timeouts),
+			 0);
+	print_message("stalled STORE cut %.2f s after its pool was reserved (--request-timeout 1.5 s)\n",
+		      now_s() - t0);
+	assert_true(now_s() - t0 >= 1.4);
+	/* counted just before the connection and its reservations are freed */
+	assert_int_equal(cn_status_wait_u64(d.addr, "components.engine.components.l1.reserved", 0,
+					    2000, &reserved),
+			 0);
 	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
 	assert_int_equal(cn_client_store(c, &k, small, sizeof(small)), 0);
 	cn_client_close(&c);
@@ -692,11 +707,16 @@ static void shutdown_finishes_a_half_received_frame(void **state)
 	struct cn_daemon d;
 	uint8_t hb[CN_PROTO_HDR_LEN], reply[CN_PROTO_HDR_LEN];
 	struct cn_proto_hdr h;
+	char body[64];
 	int fd;
 	pid_t pid;
 
 	assert_int_equal(cn_daemon_start(&d, args), 0);
 	fd = raw_connect_to(d.addr);
+	/* a whole PING first: the node has accepted the connection before the stop */
+	assert_int_equal(cn_raw_send_frame(fd, CN_OP_PING, 0, 8, NULL, 0), 0);
+	assert_int_equal(cn_raw_recv_reply(fd, &h, body, sizeof(body)), 0);
+	assert_int_equal(h.req_id, 8);
 	cn_proto_hdr_init(&h, CN_OP_PING, 0, 9, 0, 0);
 	cn_proto_hdr_encode(&h, hb);
 	assert_int_equal(send(fd, hb, 16, 0), 16);
@@ -743,10 +763,19 @@ static void out_of_descriptors_refuses_without_spinning(void **state)
 	assert_true((double)(t1 - t0) / (double)hz < 0.2); /* a spinning worker: ~2 s */
 	for (int i = 0; i < N; i++)
 		close(fds[i]);
-	usleep(500 * 1000);
-	assert_int_equal(cn_client_connect(d.addr, NULL, &c), 0);
-	assert_int_equal(cn_client_ping(c), 0);
-	cn_client_close(&c);
+	/* serves again once it has seen the closes (until then a new one is refused) */
+	for (int waited = 0;; waited += 50) {
+		int r = cn_client_connect(d.addr, NULL, &c);
+
+		if (r == 0)
+			r = cn_client_ping(c);
+		cn_client_close(&c);
+		if (r == 0)
+			break;
+		if (waited > 5000)
+			fail_msg("not serving 5 s after the descriptors were freed: %s", strerror(-r));
+		usleep(50 * 1000);
+	}
 	assert_int_equal(cn_status_u64(d.addr, "components.transport.counters.conns_refused",
 				       &refused), 0);
 	assert_true(refused > 0);
@@ -796,7 +825,8 @@ static void idle_node_uses_no_cpu(void **state)
 
 struct busy_arg {
 	const char *addr;
-	unsigned done, bad;
+	atomic_uint done; /* read by the test while the client runs */
+	unsigned bad;
 	int last_err;
 };
 
@@ -825,7 +855,7 @@ static void *busy_client(void *p)
 		}
 		if (len != 1u << 20 || memcmp(buf, out, len) != 0)
 			a->bad++;
-		a->done++;
+		atomic_fetch_add(&a->done, 1);
 	}
 	cn_client_close(&c);
 	free(buf);
@@ -844,13 +874,23 @@ static void sigterm_under_load_exits_cleanly(void **state)
 		a[i] = (struct busy_arg){.addr = d.addr};
 		pthread_create(&th[i], NULL, busy_client, &a[i]);
 	}
-	usleep(500 * 1000);
+	/* every client under way (a round trip done), then the stop */
+	for (int i = 0, waited = 0; i < 4; waited += 10) {
+		if (atomic_load(&a[i].done) > 0) {
+			i++;
+			continue;
+		}
+		if (waited > 10000)
+			fail_msg("client %d: no round trip in 10 s", i);
+		usleep(10 * 1000);
+	}
+	usleep(100 * 1000);
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 15000), 0);
 	for (int i = 0; i < 4; i++) {
 		pthread_join(th[i], NULL);
 		/* every reply that arrived was whole and right; then the connection closed */
 		assert_int_equal(a[i].bad, 0);
-		assert_true(a[i].done > 0);
+		assert_true(atomic_load(&a[i].done) > 0);
 		assert_true(a[i].last_err == -ECONNRESET || a[i].last_err == -ENOTCONN ||
 			    a[i].last_err == -EPIPE);
 	}

@@ -309,6 +309,29 @@ static void many_connections_on_all_workers(void **state)
 	assert_int_equal(per_worker_nonzero, NW);
 }
 
+/* Sum over the workers of the counter at @off in struct cn_transport_stats. */
+static uint64_t stat_sum(struct fix *f, size_t off)
+{
+	uint64_t sum = 0;
+
+	for (unsigned w = 0; w < NW; w++)
+		sum += __atomic_load_n((uint64_t *)((char *)&f->stats[w] + off), __ATOMIC_RELAXED);
+	return sum;
+}
+
+/* Wait up to 5 s for that sum to be @want: workers count on their own time. */
+static void wait_stat(struct fix *f, size_t off, const char *name, uint64_t want)
+{
+	for (int waited = 0; stat_sum(f, off) != want; waited += 5) {
+		if (waited > 5000)
+			fail_msg("%s is %llu after 5 s, want %llu", name,
+				 (unsigned long long)stat_sum(f, off), (unsigned long long)want);
+		usleep(5000);
+	}
+}
+
+#define STAT_OFF(field) offsetof(struct cn_transport_stats, field)
+
 /* Connections are spread evenly over the workers, not by a hash. */
 static void connections_are_balanced(void **state)
 {
@@ -329,10 +352,7 @@ static void connections_are_balanced(void **state)
 	/* and every close is accounted for */
 	for (unsigned i = 0; i < N; i++)
 		f->ops->close(&c[i]);
-	usleep(100 * 1000);
-	assert_int_equal(CN_STAT_GET(&f->stats[0], conns_open) +
-				 CN_STAT_GET(&f->stats[1], conns_open),
-			 0);
+	wait_stat(f, STAT_OFF(conns_open), "conns_open", 0);
 }
 
 static void protocol_error_closes_connection_only(void **state)
@@ -357,10 +377,14 @@ static void stop_finishes_in_flight_message(void **state)
 	uint8_t frame[4 + 1000], back[4 + 1000];
 	struct iovec first = {frame, 500}, rest = {frame + 500, sizeof(frame) - 500};
 
+	uint64_t rx0;
+
 	cn_put_le32(frame, 1000);
 	fill(frame + 4, 1000, 5);
+	echo_once(f, c, 16, 4); /* the connection is established on its worker */
+	rx0 = stat_sum(f, STAT_OFF(bytes_rx));
 	assert_int_equal(f->ops->sendv(c, &first, 1, 0), 0);
-	usleep(50 * 1000);
+	wait_stat(f, STAT_OFF(bytes_rx), "bytes_rx", rx0 + 500); /* it holds half a message */
 	f->ops->server_stop(f->srv, 5000);
 	usleep(50 * 1000);
 	/* The half-received message still completes and is answered... */
