@@ -161,6 +161,28 @@ static void wait_st_min(const struct cn_daemon *d, const char *path, long long m
 	fail_msg("%s: %s is %lld after %d ms, want >= %lld", d->node_id, path, v, ms, min);
 }
 
+/*
+ * The registry of @d is healthy in @root, or becomes so within 2 s: it is
+ * healthy while its last heartbeat is at most 2 heartbeats old, and a loaded
+ * machine can hold its thread back that long now and then (it then says so).
+ */
+static void reg_healthy(const struct cn_daemon *d, json_t *root)
+{
+	for (int waited = 0; !st_true(root, "components.registry.is_healthy"); waited += 20) {
+		json_t *now;
+
+		if (waited > 2000)
+			fail_msg("%s: registry unhealthy for 2 s", d->node_id);
+		usleep(20 * 1000);
+		now = status(d);
+		if (st_true(now, "components.registry.is_healthy")) {
+			json_decref(now);
+			return;
+		}
+		json_decref(now);
+	}
+}
+
 /* Is @id among components.registry.peers of @d? */
 static bool lists_peer(const struct cn_daemon *d, const char *id)
 {
@@ -514,7 +536,7 @@ static void record_events_and_health(void **state)
 	wait_st_min(&d, "components.registry.counters.events_published", 1, 2000);
 	root = status(&d);
 	assert_true(st_true(root, "components.registry.enabled"));
-	assert_true(st_true(root, "components.registry.is_healthy"));
+	reg_healthy(&d, root);
 	assert_true(st_true(root, "components.registry.connected"));
 	assert_string_equal(json_string_value(at(root, "components.registry.cluster")), "rec");
 	assert_string_equal(json_string_value(at(root, "components.registry.key")), key);
@@ -598,7 +620,7 @@ static void record_events_and_health(void **state)
 	assert_non_null(strstr(rec.reason, "engine.l1"));
 	root = status(&d);
 	assert_false(st_true(root, "is_healthy"));
-	assert_true(st_true(root, "components.registry.is_healthy"));
+	reg_healthy(&d, root);
 	json_decref(root);
 	assert_int_equal(status_tool(args, out, sizeof(out)), 1); /* a node is unhealthy */
 	assert_non_null(strstr(out, "UNHEALTHY"));
@@ -687,7 +709,7 @@ static void auth_and_db(void **state)
 	wait_peer(&a, b.node_id, true, 3000);
 
 	root = status(&a);
-	assert_true(st_true(root, "components.registry.is_healthy"));
+	reg_healthy(&a, root);
 	assert_true(st_true(root, "components.registry.auth"));
 	assert_null(strstr(json_string_value(at(root, "components.registry.redis")), "s3cret"));
 	assert_int_equal(st_int(root, "components.registry.live_nodes"), 2);
@@ -775,15 +797,28 @@ static void sigkill_detected_and_rejoin(void **state)
 		fail_msg("/cachenode/registry of %s does not list %s", a.node_id, id);
 	c = rconn(&r, 0);
 
-	/* kill half a heartbeat after b's last write */
+	/*
+	 * Kill half a heartbeat after b's last write. b is stopped first and its
+	 * record read again, so that a write this test did not see (it was slow
+	 * between the read and the kill) cannot shorten the margin unnoticed.
+	 */
 	for (;;) {
+		uint64_t seen;
+
 		assert_int_equal(read_record(c, "kill", id, &rec, why, sizeof(why)), 0);
-		if (now_ms() - rec.updated_at >= HB_MS / 2 - 10 &&
-		    now_ms() - rec.updated_at <= HB_MS / 2 + 10)
+		if (now_ms() - rec.updated_at < HB_MS / 2 - 10 ||
+		    now_ms() - rec.updated_at > HB_MS / 2 + 10) {
+			usleep(2000);
+			continue;
+		}
+		seen = rec.updated_at;
+		assert_int_equal(cn_pid_stop(b.pid, 5000), 0);
+		assert_int_equal(read_record(c, "kill", id, &rec, why, sizeof(why)), 0);
+		t_kill = now_ms();
+		if (rec.updated_at == seen && t_kill - seen <= HB_MS / 2 + 30)
 			break;
-		usleep(2000);
+		kill(b.pid, SIGCONT); /* too late: try again at its next heartbeat */
 	}
-	t_kill = now_ms();
 	kill(b.pid, SIGKILL);
 
 	gone = wait_key(&r, 0, "kill", id, 0, 5 * HB_MS);
@@ -1207,14 +1242,20 @@ static void bad_registry_data(void **state)
 	root = status(&d);
 	bad0 = st_int(root, "components.registry.counters.bad_records");
 	json_decref(root);
-	usleep(3 * HB_MS * 1000);
-	root = status(&d);
-	bad1 = st_int(root, "components.registry.counters.bad_records");
-	/* every read counts the seven again */
-	if (bad1 - bad0 < 7)
-		fail_msg("bad_records moved by %lld in 3 heartbeats, want >= 7", bad1 - bad0);
+	/* every read (one a heartbeat) counts the seven again */
+	for (int waited = 0;; waited += HB_MS) {
+		usleep(HB_MS * 1000);
+		root = status(&d);
+		bad1 = st_int(root, "components.registry.counters.bad_records");
+		if (bad1 - bad0 >= 7)
+			break;
+		json_decref(root);
+		if (waited > 15 * HB_MS)
+			fail_msg("bad_records moved by %lld in 16 heartbeats, want >= 7",
+				 bad1 - bad0);
+	}
 	assert_true(st_true(root, "is_healthy"));
-	assert_true(st_true(root, "components.registry.is_healthy"));
+	reg_healthy(&d, root);
 	assert_int_equal(json_array_size(at(root, "components.registry.peers")), 0);
 	assert_int_equal(st_int(root, "components.registry.live_nodes"), 1);
 	json_decref(root);
@@ -1372,11 +1413,17 @@ static void dead_members_pruned(void **state)
 	printf("# gone-node pruned after %.1f s (100 heartbeats of 50 ms: 5 s)\n", mono_s() - t0);
 	assert_true(mono_s() - t0 >= 4.5); /* not before its 100 heartbeats */
 	assert_int_equal(cn_redis_cmd_int(c, "SISMEMBER cachenode:prune:nodes %s", d.node_id), 1);
+	/* counted, then logged, once the node has the reply to its EVAL */
+	wait_st_min(&d, "components.registry.counters.pruned", 1, 2000);
 	root = status(&d);
 	assert_int_equal(st_int(root, "components.registry.counters.pruned"), 1);
 	assert_int_equal(st_int(root, "components.registry.counters.bad_records"), 0);
 	json_decref(root);
-	assert_true(cn_daemon_log_contains(&d, "removed gone-node"));
+	for (int waited = 0; !cn_daemon_log_contains(&d, "removed gone-node"); waited += 20) {
+		if (waited > 2000)
+			fail_msg("no \"removed gone-node\" in the log 2 s after the count");
+		usleep(20 * 1000);
+	}
 	redisFree(c);
 	assert_int_equal(cn_daemon_stop(&d, SIGTERM, 10000), 0);
 	cn_redis_stop(&r, false);
