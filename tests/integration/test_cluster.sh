@@ -64,9 +64,13 @@ ip netns exec "$PREFIX-node1" "$cli" --node "$SUBNET.12:7700" get cluster-chunk 
 	>/dev/null || fail "get from node 2, inside node 1's namespace"
 cmp -s "$tmp" "$tmp.back" || fail "the chunk came back different"
 rm -f "$tmp" "$tmp.back"
-# each node lists the other two as peers
-peers=$(curl -s "http://$SUBNET.13:9190/api/status" |
-	python3 -c 'import json,sys; print(" ".join(sorted(p["node_id"] for p in json.load(sys.stdin)["components"]["registry"]["peers"])))')
+# each node lists the other two as peers (node 3 reads them at its next heartbeat: up to 5 s)
+for try in $(seq 50); do
+	peers=$(curl -s "http://$SUBNET.13:9190/api/status" |
+		python3 -c 'import json,sys; print(" ".join(sorted(p["node_id"] for p in json.load(sys.stdin)["components"]["registry"]["peers"])))' 2>/dev/null)
+	[ "$peers" = "$cluster-node1 $cluster-node2" ] && break
+	sleep 0.1
+done
 [ "$peers" = "$cluster-node1 $cluster-node2" ] || fail "node 3 lists peers '$peers'"
 
 # again: replaced, still three, the old processes gone

@@ -412,11 +412,24 @@ static void speed_one_follows_recorded_time(void **state)
 	took = jnum(o.json, "replay.elapsed_s");
 	assert_true(took >= dur * 0.99);
 	rout_free(&o);
-	replay(&o, "--local --json --speed 4 %s", trace_path);
-	assert_int_equal(o.rc, 0);
-	assert_true(jnum(o.json, "replay.elapsed_s") >= dur / 4 * 0.99);
-	assert_true(jnum(o.json, "replay.elapsed_s") < took);
-	rout_free(&o);
+	/*
+	 * --speed 4 is faster: never under a quarter of the recording, and under
+	 * the --speed 1 run in one of three tries (a loaded machine can stall a
+	 * sub-second run by as much as the gap being measured).
+	 */
+	for (int try = 0;; try++) {
+		double t4;
+
+		replay(&o, "--local --json --speed 4 %s", trace_path);
+		assert_int_equal(o.rc, 0);
+		t4 = jnum(o.json, "replay.elapsed_s");
+		rout_free(&o);
+		assert_true(t4 >= dur / 4 * 0.99);
+		if (t4 < took)
+			break;
+		if (try == 2)
+			fail_msg("--speed 4 took %.3f s three times, --speed 1 %.3f s", t4, took);
+	}
 }
 
 static void copy_with(const char *from, const char *to, long cut, long flip_at, int ver)
