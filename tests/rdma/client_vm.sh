@@ -102,6 +102,32 @@ prdma=$(wget -qO- http://127.0.0.1:9191/api/status | tr ',{' '\n\n' |
 [ "${psess:-0}" -ge 1 ] && [ "${prdma:-0}" -ge 1 ] &&
 	pass "vmpeer served $psess peer session(s), $prdma RDMA RETRIEVEs in all" ||
 	fail "vmpeer: peer_sessions '$psess', rdma_retrieve_reqs '$prdma'"
+# Write-through over verbs, the other way round: chunks stored through vmnode (--l2-write
+# through, its default) that vmpeer owns are copied to vmpeer by vmnode's L2 threads; all come
+# back byte-exact through vmpeer, its own from its L1 and vmnode's fetched from vmnode.
+peer_value() { # key -> first number after it in vmpeer's /api/status
+	wget -qO- http://127.0.0.1:9191/api/status | tr ',{' '\n\n' |
+		sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" | head -n 1
+}
+check l2_through ./cachenode-rdma-check l2 $NODE 10.77.0.2:7700 --ids vmnode,vmpeer \
+	--store-id vmnode --retrieve-id vmpeer --l2-write through --chunks $L2CHUNKS --seed 7 \
+	--wait-ms 120000
+fetched=$(sed -n 's/.*"l2_expected": \([0-9][0-9]*\).*/\1/p' l2_through.log | tail -n 1)
+tchunks=$(sed -n 's/.*"through_chunks": \([0-9][0-9]*\).*/\1/p' l2_through.log | tail -n 1)
+tbytes=$(sed -n 's/.*"through_bytes": \([0-9][0-9]*\).*/\1/p' l2_through.log | tail -n 1)
+# vmpeer fetched nothing in the first case: its counters are this case's alone
+for k in retrieve_l2_hits fills fetch_hits; do
+	v=$(peer_value $k)
+	[ -n "$fetched" ] && [ "${v:--1}" -eq "$fetched" ] &&
+		pass "vmpeer: L2 $k moved by $v (want $fetched)" ||
+		fail "vmpeer: L2 $k is '$v' (want '$fetched')"
+done
+for k in fill_failed marked_down timeouts; do
+	v=$(peer_value $k)
+	[ "${v:--1}" -eq 0 ] && pass "vmpeer: L2 $k is 0" || fail "vmpeer: L2 $k is '$v' (want 0)"
+done
+ctl "l2through ${tchunks:-none} ${tbytes:-none}" ||
+	fail "could not reach the node host's control port"
 kill -TERM $ppid
 wait $ppid
 rc=$?

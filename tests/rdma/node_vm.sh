@@ -91,6 +91,28 @@ l2_checks() {
 		fail "L2 node: pinned_bytes is '$pinned'"
 }
 
+# After the client's write-through case: this node copied exactly $1 chunks, $2 bytes, to vmpeer
+# over verbs, and dropped none.
+l2_through_checks() {
+	v=$(status_value l2_puts)
+	[ "${v:--1}" -eq "$1" ] 2>/dev/null && pass "write-through: l2_puts $v (want $1)" ||
+		fail "write-through: l2_puts is '$v' (want '$1')"
+	v=$(status_value put_bytes)
+	[ "${v:--1}" -eq "$2" ] 2>/dev/null && pass "write-through: put_bytes $v (want $2)" ||
+		fail "write-through: put_bytes is '$v' (want '$2')"
+	v=$(status_value put_reqs)
+	[ "${v:-0}" -ge 1 ] && pass "write-through: $v STOREs to vmpeer" ||
+		fail "write-through: put_reqs is '$v'"
+	for k in put_dropped marked_down timeouts; do
+		v=$(status_value $k)
+		[ "${v:--1}" -eq 0 ] && pass "write-through: $k is 0" ||
+			fail "write-through: $k is '$v' (want 0)"
+	done
+	pinned=$(status_value pinned_bytes)
+	[ "${pinned:-1}" -eq 0 ] && pass "write-through: nothing left pinned" ||
+		fail "write-through: pinned_bytes is '$pinned'"
+}
+
 # per-thread CPU ticks of $pid: "tid comm ticks" lines
 thread_ticks() {
 	for t in /proc/$pid/task/*; do
@@ -139,6 +161,7 @@ while :; do
 		grep 'L2:' node.log
 		;;
 	l2check\ *) l2_checks "${cmd#l2check }" ;;
+	l2through\ *) l2_through_checks ${cmd#l2through } ;;
 	done) break ;;
 	*) echo "unknown command '$cmd'" ;;
 	esac
