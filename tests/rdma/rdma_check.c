@@ -726,7 +726,8 @@ static int usage(void)
 			"bad-rkey-retrieve|hold ADDR [--chunks N] [--seed S] [--batch B] [--depth D]"
 			" [--size BYTES] [--wait-ms T] [--min-present K]\n"
 			"       cachenode-rdma-check l2 STORE_ADDR RETRIEVE_ADDR --ids ID,ID[,...]"
-			" --store-id ID --retrieve-id ID [--chunks N] [--seed S] [--wait-ms T]\n");
+			" --store-id ID --retrieve-id ID [--l2-write none|through] [--chunks N]"
+			" [--seed S] [--wait-ms T]\n");
 	return 2;
 }
 
