@@ -16,10 +16,12 @@
 #ifndef CN_TRANSPORT_H
 #define CN_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "cn_metrics.h"
 
@@ -73,6 +75,43 @@ struct cn_wake {
 	void *worker;
 	void *conn;
 };
+
+/*
+ * How the transports implement wake.post: each worker has a completion
+ * stack @top and an eventfd @evfd its event loop waits on.
+ *
+ * cn_async_push - push @job on @top and wake the worker. Lock free (a CAS
+ * loop), from any thread; the eventfd write never blocks (a full counter
+ * means a wake-up is already pending, so its failure is ignored).
+ * cn_async_take - the worker takes every posted job at once, oldest first.
+ */
+static inline void cn_async_push(struct cn_async *_Atomic *top, int evfd, struct cn_async *job)
+{
+	struct cn_async *head = atomic_load_explicit(top, memory_order_relaxed);
+	uint64_t one = 1;
+
+	do {
+		job->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(top, &head, job, memory_order_release,
+							memory_order_relaxed));
+	if (write(evfd, &one, sizeof(one)) < 0) {
+		/* full: the worker will look anyway */
+	}
+}
+
+static inline struct cn_async *cn_async_take(struct cn_async *_Atomic *top)
+{
+	struct cn_async *j = atomic_exchange_explicit(top, NULL, memory_order_acquire), *r = NULL;
+
+	while (j != NULL) { /* the stack is newest first: reverse it */
+		struct cn_async *next = j->next;
+
+		j->next = r;
+		r = j;
+		j = next;
+	}
+	return r;
+}
 
 /*
  * The server-side protocol session, one per connection. All calls for one

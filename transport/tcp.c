@@ -177,37 +177,12 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen)
 	return fd;
 }
 
-/*
- * wake.post: push @job on worker @wp's completion stack and wake it. Lock
- * free (a CAS loop), any thread; the eventfd write never blocks.
- */
+/* wake.post: push @job on worker @wp's completion stack and wake it (any thread). */
 static void tcp_wake_post(void *wp, struct cn_async *job)
 {
 	struct tcp_worker *w = wp;
-	struct cn_async *head = atomic_load_explicit(&w->done, memory_order_relaxed);
-	uint64_t one = 1;
 
-	do {
-		job->next = head;
-	} while (!atomic_compare_exchange_weak_explicit(&w->done, &head, job, memory_order_release,
-							memory_order_relaxed));
-	if (write(w->evfd, &one, sizeof(one)) < 0) {
-		/* eventfd full means a wake-up is already pending */
-	}
-}
-
-/* Take every posted job, oldest first. */
-static struct cn_async *take_done(struct tcp_worker *w)
-{
-	struct cn_async *j = atomic_exchange_explicit(&w->done, NULL, memory_order_acquire), *r = NULL;
-
-	while (j != NULL) { /* the stack is newest first: reverse it */
-		struct cn_async *next = j->next;
-		j->next = r;
-		r = j;
-		j = next;
-	}
-	return r;
+	cn_async_push(&w->done, w->evfd, job);
 }
 
 static void tcp_server_destroy(struct cn_server **psrv)
@@ -227,7 +202,7 @@ static void tcp_server_destroy(struct cn_server **psrv)
 			free(c);
 		}
 		/* every session is closed: the jobs left are orphaned, async_done frees them */
-		for (struct cn_async *j = take_done(w), *next; j != NULL; j = next) {
+		for (struct cn_async *j = cn_async_take(&w->done), *next; j != NULL; j = next) {
 			next = j->next;
 			if (srv->cfg.sess->async_done)
 				srv->cfg.sess->async_done(j);
@@ -581,7 +556,7 @@ static void run_done(struct tcp_worker *w, bool draining)
 {
 	const struct cn_session_ops *so = w->srv->cfg.sess;
 
-	for (struct cn_async *j = take_done(w), *next; j != NULL; j = next) {
+	for (struct cn_async *j = cn_async_take(&w->done), *next; j != NULL; j = next) {
 		struct tcp_conn *c = j->conn;
 		int r;
 

@@ -411,30 +411,8 @@ static void vconn_service(struct vconn *c)
 static void vt_wake_post(void *wp, struct cn_async *job)
 {
 	struct vworker *w = wp;
-	struct cn_async *head = atomic_load_explicit(&w->done, memory_order_relaxed);
-	uint64_t one = 1;
 
-	do {
-		job->next = head;
-	} while (!atomic_compare_exchange_weak_explicit(&w->done, &head, job, memory_order_release,
-							memory_order_relaxed));
-	if (write(w->evfd, &one, sizeof(one)) < 0) {
-		/* non-zero already: the worker will look */
-	}
-}
-
-/* Take every posted job, oldest first. */
-static struct cn_async *vt_take_done(struct vworker *w)
-{
-	struct cn_async *j = atomic_exchange_explicit(&w->done, NULL, memory_order_acquire), *r = NULL;
-
-	while (j != NULL) {
-		struct cn_async *next = j->next;
-		j->next = r;
-		r = j;
-		j = next;
-	}
-	return r;
+	cn_async_push(&w->done, w->evfd, job);
 }
 
 /*
@@ -446,7 +424,7 @@ static void vworker_run_done(struct vworker *w)
 {
 	const struct cn_session_ops *so = w->srv->cfg.sess;
 
-	for (struct cn_async *j = vt_take_done(w), *next; j != NULL; j = next) {
+	for (struct cn_async *j = cn_async_take(&w->done), *next; j != NULL; j = next) {
 		struct vconn *c = j->conn;
 		int r;
 
@@ -772,7 +750,7 @@ static void vt_server_destroy(struct cn_server **sp)
 		while (w->conns != NULL)
 			vconn_close(w->conns, -ESHUTDOWN);
 		/* every session is closed: the jobs left are orphaned, async_done frees them */
-		for (struct cn_async *j = vt_take_done(w), *nx; j != NULL; j = nx) {
+		for (struct cn_async *j = cn_async_take(&w->done), *nx; j != NULL; j = nx) {
 			nx = j->next;
 			if (srv->cfg.sess->async_done)
 				srv->cfg.sess->async_done(j);
