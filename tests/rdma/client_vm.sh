@@ -18,6 +18,14 @@ ctl() { # command -> node host
 		sleep 0.2
 	done
 }
+sync_node() { # returns once the node host has run every command sent before (up to 120 s)
+	i=0
+	until echo sync | nc 10.77.0.1 9000 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 600 ] && return 1
+		sleep 0.2
+	done
+}
 check() { # name cmd...
 	name=$1
 	shift
@@ -94,6 +102,8 @@ check l2_verbs ./cachenode-rdma-check l2 10.77.0.2:7700 $NODE --ids vmnode,vmpee
 	--store-id vmpeer --retrieve-id vmnode --chunks $L2CHUNKS --seed 6 --wait-ms 120000
 want=$(sed -n 's/.*"l2_expected": \([0-9][0-9]*\).*/\1/p' l2_verbs.log | tail -n 1)
 ctl "l2check ${want:-none}" || fail "could not reach the node host's control port"
+# its checks read vmnode's counters: done before the next case stores through vmnode
+sync_node || fail "the node host did not finish its L2 checks"
 # the peer served vmnode's fetches as a peer session, by RDMA WRITE
 psess=$(wget -qO- http://127.0.0.1:9191/api/status | tr ',{' '\n\n' |
 	sed -n 's/.*"peer_sessions": *\([0-9][0-9]*\).*/\1/p' | head -n 1)
