@@ -688,7 +688,7 @@ static void stalled_store_is_cut_by_the_request_timeout(void **state)
 			 0);
 	print_message("stalled STORE cut %.2f s after its pool was reserved (--request-timeout 1.5 s)\n",
 		      now_s() - t0);
-	assert_true(now_s() - t0 >= 1.4);
+	assert_true(now_s() - t0 >= 1.0); /* not before the timeout (t0 is a poll after the last byte) */
 	/* counted just before the connection and its reservations are freed */
 	assert_int_equal(cn_status_wait_u64(d.addr, "components.engine.components.l1.reserved", 0,
 					    2000, &reserved),
